@@ -1,0 +1,151 @@
+"""The configuration tree: one frozen dataclass per TOML section, each key documented.
+
+The defaults run as they are. ``loader.load_config`` builds this tree from TOML and
+reports every problem by its key path; nothing else in the package reads raw TOML.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from edge_classifier.config.fields import setting
+
+__all__ = [
+    "ClassifyConfig",
+    "Config",
+    "DeviceConfig",
+    "ModelConfig",
+    "MqttConfig",
+    "PublishConfig",
+    "SourceConfig",
+]
+
+DEFAULT_MODEL = "demo_shapes_mobilenet_v2_035_96_quant.tflite"
+
+_DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_EDGETPU_DEVICE = re.compile(r"^(|usb|pci|usb:\d+|pci:\d+)$")
+
+
+def _device_id(value: str) -> str | None:
+    if value == "" or _DEVICE_ID.match(value):
+        return None
+    return (
+        f"{value!r} is not a valid device id: use 1-64 letters, digits, '.', '_' or '-' "
+        "(it becomes part of MQTT topics, where '+', '#' and '/' are special)"
+    )
+
+
+def _edgetpu_device(value: str) -> str | None:
+    if _EDGETPU_DEVICE.match(value):
+        return None
+    return f"must be '', 'usb', 'usb:N', 'pci' or 'pci:N', not {value!r}"
+
+
+def _roi(value: tuple[int, ...]) -> str | None:
+    if value == ():
+        return None
+    if len(value) != 4:
+        return f"must be empty or [x, y, width, height], not {list(value)}"
+    x, y, w, h = value
+    if x < 0 or y < 0 or w <= 0 or h <= 0:
+        return f"x and y must be >= 0 and width and height > 0, not {list(value)}"
+    return None
+
+
+def _topic_prefix(value: str) -> str | None:
+    if not value or value.startswith("/") or value.endswith("/"):
+        return f"must be a topic without a leading or trailing '/', not {value!r}"
+    if "+" in value or "#" in value:
+        return f"must not contain the wildcards '+' or '#', not {value!r}"
+    return None
+
+
+def _labels(value: tuple[str, ...]) -> str | None:
+    if any(not label for label in value):
+        return "must not contain empty labels"
+    return None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeviceConfig:
+    id: str = setting("", "This device's name in topics and results; empty means the hostname.",
+                      check=_device_id)
+    log_level: str = setting("info", "Log level.", choices=("debug", "info", "warning", "error"))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SourceConfig:
+    kind: str = setting("auto", "Where frames come from.",
+                        choices=("auto", "picamera2", "opencv", "images", "mqtt"))
+    uri: str = setting("", "opencv: index, /dev/videoN, rtsp://, http(s):// or a video file; "
+                       "images: a directory or glob; mqtt: a topic filter.")
+    name: str = setting("", "The source's name in results; empty means one derived from kind and uri.")
+    fps: float = setting(0.0, "Frame-rate cap; 0 means as fast as the pipeline goes.", minimum=0)
+    loop: bool = setting(False, "images and video files: start over at the end.")
+    width: int = setting(0, "Requested capture width; 0 means the source's default.", minimum=0)
+    height: int = setting(0, "Requested capture height; 0 means the source's default.", minimum=0)
+    rotate: int = setting(0, "Rotate frames clockwise by this many degrees.", choices=(0, 90, 180, 270))
+    flip: str = setting("none", "Mirror frames.", choices=("none", "horizontal", "vertical", "both"))
+    roi: tuple[int, ...] = setting((), "Region of interest [x, y, width, height] in the rotated frame; "
+                                   "empty means the whole frame.", check=_roi)
+    retry_initial: float = setting(0.5, "First wait in seconds before reopening a failed source.",
+                                   minimum=0.01, maximum=3600)
+    retry_max: float = setting(30.0, "Longest wait between reopen attempts (the backoff doubles up to it).",
+                               minimum=0.01, maximum=3600)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ModelConfig:
+    path: str = setting(DEFAULT_MODEL, "The model: a path, or a file name inside `dir`.")
+    dir: str = setting("models", "The model store directory.")
+    labels: str = setting("", "A labels file; empty means the labels embedded in the model.")
+    accelerator: str = setting("auto", "auto: the Edge TPU when it loads, else the CPU twin; "
+                               "cpu: never the TPU; edgetpu: the TPU or exit 69.",
+                               choices=("auto", "cpu", "edgetpu"))
+    device: str = setting("", "Which Edge TPU: '' (any), 'usb', 'usb:N', 'pci', 'pci:N'.",
+                          check=_edgetpu_device)
+    threads: int = setting(2, "CPU threads for inference.", minimum=1, maximum=64)
+    resize: str = setting("stretch", "stretch: whole frame, bilinear (as the TFLite Task Library and "
+                          "libcoral); crop: center crop; letterbox: pad to the model's aspect.",
+                          choices=("stretch", "crop", "letterbox"))
+    input_mean: float = setting(128.0, "Pixel normalisation the model was trained with: "
+                                "real = (pixel - input_mean) / input_std.")
+    input_std: float = setting(128.0, "See input_mean.", minimum=1e-6)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClassifyConfig:
+    top_k: int = setting(3, "At most this many labels per result.", minimum=1, maximum=10000)
+    threshold: float = setting(0.1, "Only labels scoring at least this.", minimum=0.0, maximum=1.0)
+    allow: tuple[str, ...] = setting((), "If set, only these labels are reported.", check=_labels)
+    deny: tuple[str, ...] = setting((), "These labels are never reported.", check=_labels)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MqttConfig:
+    enabled: bool = setting(True, "Publish to an MQTT broker.")
+    host: str = setting("localhost", "Broker host name or address.")
+    port: int = setting(1883, "Broker port.", minimum=1, maximum=65535)
+    topic_prefix: str = setting("edge-classifier/{device_id}", "Prefix of this device's topics.",
+                                check=_topic_prefix)
+    qos: int = setting(1, "QoS of results.", choices=(0, 1, 2))
+    client_id: str = setting("", "MQTT client id; empty means edge-classifier-{device_id}.")
+    protocol: str = setting("5", "MQTT protocol version.", choices=("5", "3.1.1"))
+    keepalive: int = setting(30, "Keepalive in seconds.", minimum=5, maximum=65535)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PublishConfig:
+    mode: str = setting("every", "every: each result; change: when the top label changes.",
+                        choices=("every", "change"))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Config:
+    device: DeviceConfig = dataclasses.field(default_factory=DeviceConfig)
+    source: SourceConfig = dataclasses.field(default_factory=SourceConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    classify: ClassifyConfig = dataclasses.field(default_factory=ClassifyConfig)
+    mqtt: MqttConfig = dataclasses.field(default_factory=MqttConfig)
+    publish: PublishConfig = dataclasses.field(default_factory=PublishConfig)

@@ -1,0 +1,107 @@
+"""The one exception tree of edge-classifier.
+
+Every error the package raises on purpose is an :class:`EdgeClassifierError`. Each
+class carries the sysexits code that the command line turns it into; only
+``edge_classifier.cli`` makes that turn (library code never calls ``sys.exit``)::
+
+    EdgeClassifierError                 exit 1
+    ├── UsageError                      exit 2   bad command-line use
+    ├── InputDataError                  exit 65  bad input data
+    │   ├── ImageError                           an image that cannot be decoded
+    │   └── ModelError                           a model file that cannot be used
+    │       ├── CustomOpError                    ... it needs an op the runtime lacks
+    │       └── LabelsError                      ... its labels do not fit it
+    ├── InputMissingError               exit 66  a named input file does not exist
+    ├── ServiceUnavailableError         exit 69  a required service is not there
+    │   ├── RuntimeMissingError                  neither LiteRT nor tflite-runtime
+    │   └── AcceleratorError                     the Edge TPU cannot be used
+    └── ConfigError                     exit 78  the configuration is wrong
+
+Third-party errors are wrapped where they enter (``raise ModelError(...) from exc``),
+so the message always names the file or the key and says what is wrong with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = [
+    "AcceleratorError",
+    "ConfigError",
+    "CustomOpError",
+    "EdgeClassifierError",
+    "ImageError",
+    "InputDataError",
+    "InputMissingError",
+    "LabelsError",
+    "ModelError",
+    "RuntimeMissingError",
+    "ServiceUnavailableError",
+    "UsageError",
+]
+
+
+class EdgeClassifierError(Exception):
+    """Base of every error edge-classifier raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(EdgeClassifierError):
+    exit_code = 2
+
+
+class InputDataError(EdgeClassifierError):
+    exit_code = 65
+
+
+class ImageError(InputDataError):
+    """An image file exists but cannot be decoded."""
+
+
+class ModelError(InputDataError):
+    """A model file is not a usable TFLite classification model."""
+
+
+class CustomOpError(ModelError):
+    """The model uses an op the runtime cannot resolve (e.g. ``edgetpu-custom-op``)."""
+
+    def __init__(self, message: str, op: str) -> None:
+        super().__init__(message)
+        self.op = op
+
+
+class LabelsError(ModelError):
+    """A labels file cannot be read, or its count does not match the model."""
+
+
+class InputMissingError(EdgeClassifierError):
+    exit_code = 66
+
+
+class ServiceUnavailableError(EdgeClassifierError):
+    exit_code = 69
+
+
+class RuntimeMissingError(ServiceUnavailableError):
+    """Neither ``ai_edge_litert`` nor ``tflite_runtime`` can be imported."""
+
+
+class AcceleratorError(ServiceUnavailableError):
+    """The Edge TPU was required but its delegate cannot be loaded."""
+
+
+class ConfigError(EdgeClassifierError):
+    """One or more configuration problems, each as ``key.path: what is wrong``."""
+
+    exit_code = 78
+
+    def __init__(self, problems: Iterable[str], source: str = "") -> None:
+        self.problems = tuple(problems)
+        self.source = source
+        where = f"{source}: " if source else ""
+        if len(self.problems) == 1:
+            text = f"{where}{self.problems[0]}"
+        else:
+            text = f"{where}{len(self.problems)} problems: " + "; ".join(self.problems)
+        super().__init__(text)
