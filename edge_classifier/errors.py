@@ -15,6 +15,7 @@ class carries the sysexits code that the command line turns it into; only
     ├── ServiceUnavailableError         exit 69  a required service is not there
     │   ├── RuntimeMissingError                  neither LiteRT nor tflite-runtime
     │   └── AcceleratorError                     the Edge TPU cannot be used
+    ├── SourceError                     exit 69  a frame source failed (transient: retried)
     └── ConfigError                     exit 78  the configuration is wrong
 
 Third-party errors are wrapped where they enter (``raise ModelError(...) from exc``),
@@ -37,6 +38,7 @@ __all__ = [
     "ModelError",
     "RuntimeMissingError",
     "ServiceUnavailableError",
+    "SourceError",
     "UsageError",
 ]
 
@@ -89,6 +91,12 @@ class RuntimeMissingError(ServiceUnavailableError):
 
 class AcceleratorError(ServiceUnavailableError):
     """The Edge TPU was required but its delegate cannot be loaded."""
+
+
+class SourceError(EdgeClassifierError):
+    """A frame source cannot be opened or read right now; the capture loop retries it."""
+
+    exit_code = 69
 
 
 class ConfigError(EdgeClassifierError):
