@@ -1,0 +1,243 @@
+"""The capture loop: runs a :class:`~edge_classifier.source.base.Source` in its own
+thread and hands frames to the pipeline.
+
+Per frame: read, fps cap, rotate/flip/roi, hand over. Live sources go through a
+latest-frame-wins slot (a slow consumer sees fresh frames and the overwritten ones
+are counted in ``dropped``); files go through a small blocking queue (backpressure,
+nothing dropped). See ``handoff.py``.
+
+The fps cap differs by kind for the same reason: a live source keeps being read
+and frames that come before the next one is due are discarded (``skipped``), so the
+frame that is delivered is fresh rather than one that sat in a driver or TCP
+buffer; a file source instead waits until the next frame is due.
+
+Failures: a ``SourceError`` from ``open`` or ``read`` closes the source, reports
+``source_lost`` once, and the source is reopened after a backoff that starts at
+``retry_initial`` and doubles up to ``retry_max``; the first good frame reports
+``source_back`` with the downtime. The wait is on an Event, so ``stop()`` ends it
+at once. A failing source never ends the capture; only a ``ConfigError``
+(permanent: e.g. a missing package, an roi outside the frame) does, reported as
+``source_failed`` and kept in ``error``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from edge_classifier.config.schema import SourceConfig
+from edge_classifier.errors import ConfigError, SourceError
+from edge_classifier.source import transform
+from edge_classifier.source.base import Frame, Source
+from edge_classifier.source.handoff import Handoff
+
+__all__ = ["Capture", "EventCallback"]
+
+log = logging.getLogger(__name__)
+
+EventCallback = Callable[[str, dict[str, Any]], None]
+"""``on_event(name, details)``: called from the capture thread, so it must be quick
+and thread-safe (e.g. put onto a queue). Names: ``source_lost`` {source, reason},
+``source_back`` {source, downtime_s, attempts}, ``source_failed`` {source, reason}."""
+
+
+def _ignore(name: str, details: dict[str, Any]) -> None:
+    pass
+
+
+class Capture:
+    """Runs ``source`` in a thread named ``capture``; the consumer calls :meth:`get`."""
+
+    def __init__(self, source: Source, *, fps: float = 0.0, rotate: int = 0, flip: str = "none",
+                 roi: tuple[int, ...] = (), retry_initial: float = 0.5, retry_max: float = 30.0,
+                 on_event: EventCallback | None = None, capacity: int = 2,
+                 join_timeout: float = 5.0) -> None:
+        if retry_initial <= 0 or retry_max < retry_initial:
+            raise ValueError(f"Invalid retry backoff: {retry_initial}..{retry_max}")
+        self.source = source
+        self.rotate = rotate
+        self.flip = flip
+        self.roi = tuple(roi)
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self.join_timeout = join_timeout
+        self._on_event = on_event or _ignore
+        self._limiter = transform.FpsLimiter(fps)
+        self._handoff = Handoff(overwrite=source.live, capacity=capacity)
+        self._stop = threading.Event()
+        self.ended = threading.Event()
+        """Set when no more frames will come: the source is exhausted, failed for good
+        (see ``error``) or capture stopped. Frames already handed over can still be taken."""
+        self.error: ConfigError | None = None
+        self.frames = 0
+        """Frames handed to the consumer side."""
+        self.skipped = 0
+        """Live frames discarded by the fps cap."""
+        self.failures = 0
+        """Failed opens and reads."""
+        self.last_frame: Frame | None = None
+        """The latest frame handed over (for snapshots); read from any thread."""
+        self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
+        self._started = False
+        self._closed = False
+
+    @classmethod
+    def from_config(cls, source: Source, config: SourceConfig, *,
+                    on_event: EventCallback | None = None) -> Capture:
+        """A capture of ``source`` with ``[source]``'s fps, transforms and backoff."""
+        return cls(source, fps=config.fps, rotate=config.rotate, flip=config.flip, roi=config.roi,
+                   retry_initial=config.retry_initial, retry_max=config.retry_max, on_event=on_event)
+
+    @property
+    def dropped(self) -> int:
+        """Live frames overwritten before the consumer took them."""
+        return self._handoff.dropped
+
+    def start(self) -> Capture:
+        if not self._started:
+            self._started = True
+            self._thread.start()
+        return self
+
+    def get(self, timeout: float) -> Frame | None:
+        """The next frame for the consumer; None on timeout or once ended and drained."""
+        # Crossing: frames come from the capture thread through the handoff.
+        return self._handoff.get(timeout)
+
+    def stop(self) -> None:
+        """Ask the capture thread to end and wait for it, at most ``join_timeout``.
+
+        A source blocked in ``read`` is not interrupted: the thread then ends (and
+        closes the source) when the read returns, bounded by the source's timeout.
+        Idempotent.
+        """
+        # Crossing: the Event wakes a backoff wait, closing the handoff a blocked put,
+        # and a source that can be woken (MQTT) ends a read that waits for a message.
+        self._stop.set()
+        self._handoff.close()
+        wake = getattr(self.source, "wake", None)
+        if callable(wake):
+            wake()
+        if self._started and self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(self.join_timeout)
+            if self._thread.is_alive():
+                log.warning("capture: %s still blocked after %.1fs; it ends when its read returns",
+                            self.source.name, self.join_timeout)
+        if not self._started:
+            self.ended.set()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.stop()
+            if not self._started:
+                self.source.close()
+
+    def __enter__(self) -> Capture:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # --- the capture thread -------------------------------------------------------------
+
+    def _emit(self, name: str, details: dict[str, Any]) -> None:
+        try:
+            self._on_event(name, details)
+        except Exception:
+            log.exception("capture: on_event(%r) failed", name)
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self.source.close()
+            self._handoff.close()
+            self.ended.set()
+
+    def _loop(self) -> None:
+        source = self.source
+        is_open = False
+        backoff = self.retry_initial
+        lost_since: float | None = None
+        attempts = 0
+        while not self._stop.is_set():
+            try:
+                if not is_open:
+                    source.open()
+                    is_open = True
+                frame = source.read()
+            except ConfigError as exc:
+                self.error = exc
+                log.error("capture: %s cannot run: %s", source.name, exc)
+                self._emit("source_failed", {"source": source.name, "reason": str(exc)})
+                return
+            except Exception as exc:
+                if self._stop.is_set():
+                    return
+                # SourceError is the expected kind; anything else from a backend is
+                # treated the same way, so a flaky driver never ends the daemon.
+                is_open = False
+                source.close()
+                self.failures += 1
+                attempts += 1
+                reason = str(exc) if isinstance(exc, SourceError) else repr(exc)
+                if lost_since is None:
+                    lost_since = time.monotonic()
+                    log.warning("capture: %s lost: %s (retrying in %.1fs)", source.name, reason, backoff)
+                    self._emit("source_lost", {"source": source.name, "reason": reason})
+                else:
+                    log.debug("capture: %s still down: %s (retrying in %.1fs)", source.name, reason, backoff)
+                if self._stop.wait(backoff):
+                    return
+                backoff = min(backoff * 2, self.retry_max)
+                continue
+            if frame is None:
+                if not self._stop.is_set():
+                    log.info("capture: %s ended", source.name)
+                return
+            backoff = self.retry_initial
+            if lost_since is not None:
+                downtime = time.monotonic() - lost_since
+                log.warning("capture: %s back after %.1fs", source.name, downtime)
+                self._emit("source_back", {"source": source.name, "downtime_s": round(downtime, 3),
+                                           "attempts": attempts})
+                lost_since, attempts = None, 0
+            if not self._pace(source.live):
+                continue
+            try:
+                frame = self._transform(frame)
+            except ConfigError as exc:
+                self.error = exc
+                log.error("capture: %s: %s", source.name, exc)
+                self._emit("source_failed", {"source": source.name, "reason": str(exc)})
+                return
+            self.last_frame = frame
+            # Crossing: hand the frame to the consumer thread (blocks only for files).
+            if not self._handoff.put(frame, self._stop):
+                return
+            self.frames += 1
+
+    def _pace(self, live: bool) -> bool:
+        """Apply the fps cap; False means discard this (live) frame."""
+        wait = self._limiter.wait(time.monotonic())
+        if wait > 0:
+            if live:
+                self.skipped += 1
+                return False
+            if self._stop.wait(wait):
+                return False
+        self._limiter.mark(time.monotonic())
+        return True
+
+    def _transform(self, frame: Frame) -> Frame:
+        if self.rotate == 0 and self.flip == "none" and not self.roi:
+            return frame
+        image = transform.apply(frame.image, degrees=self.rotate, mode=self.flip, roi=self.roi)
+        return dataclasses.replace(frame, image=image)

@@ -1,0 +1,109 @@
+"""Frames from image files: a directory or a glob, in name order, optionally looping.
+
+Not live: every image is delivered, in order. A file that cannot be decoded is
+skipped with a warning (once per file) and counted in ``skipped``; a file that
+vanished between listing and reading is skipped quietly. The listing is taken
+afresh at open and at every loop, so files added or removed meanwhile count.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+
+import cv2
+import numpy as np
+
+from edge_classifier.errors import SourceError
+from edge_classifier.source.base import Frame, stamp
+
+__all__ = ["IMAGE_SUFFIXES", "ImageSource"]
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
+
+
+class ImageSource:
+    """Image files as frames (BGR, as OpenCV decodes them)."""
+
+    live = False
+
+    def __init__(self, pattern: str, *, name: str, loop: bool = False) -> None:
+        self.pattern = pattern
+        self.name = name
+        self.loop = loop
+        self.skipped = 0
+        """Unreadable files skipped so far (each time one is met)."""
+        self._index = 0
+        self._paths: list[str] = []
+        self._next = 0
+        self._delivered_this_pass = 0
+        self._warned: set[str] = set()
+
+    def _listing(self) -> list[str]:
+        if os.path.isdir(self.pattern):
+            names = [os.path.join(self.pattern, n) for n in os.listdir(self.pattern)]
+            paths = [p for p in names if os.path.splitext(p)[1].lower() in IMAGE_SUFFIXES]
+        else:
+            paths = glob.glob(self.pattern)
+        return sorted(p for p in paths if os.path.isfile(p))
+
+    def _start_pass(self) -> None:
+        try:
+            paths = self._listing()
+        except OSError as exc:
+            raise SourceError(f"cannot list images in {self.pattern}: {exc}") from exc
+        if not paths:
+            raise SourceError(f"no images in {self.pattern}")
+        self._paths = paths
+        self._next = 0
+        self._delivered_this_pass = 0
+
+    def open(self) -> None:
+        self._start_pass()
+        log.debug("images: %d files in %s", len(self._paths), self.pattern)
+
+    def read(self) -> Frame | None:
+        while True:
+            if self._next >= len(self._paths):
+                if not self.loop:
+                    return None
+                if self._delivered_this_pass == 0:
+                    # A whole pass without one readable image: looping again would spin.
+                    raise SourceError(f"no readable images in {self.pattern}")
+                self._start_pass()
+            path = self._paths[self._next]
+            self._next += 1
+            image = self._decode(path)
+            if image is None:
+                continue
+            self._delivered_this_pass += 1
+            self._index += 1
+            return stamp(image, rgb=False, source=self.name, index=self._index)
+
+    def _decode(self, path: str) -> np.ndarray | None:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            log.debug("images: %s vanished, skipped", path)
+            return None
+        except OSError as exc:
+            self._skip(path, str(exc))
+            return None
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            self._skip(path, "not a decodable image")
+        return image
+
+    def _skip(self, path: str, why: str) -> None:
+        self.skipped += 1
+        if path not in self._warned:
+            self._warned.add(path)
+            log.warning("images: skipping %s: %s", path, why)
+
+    def close(self) -> None:
+        self._paths = []
+        self._next = 0

@@ -1,0 +1,210 @@
+"""Frames from MQTT: every message on a topic filter carries one JPEG or PNG image.
+
+The source runs its own paho-mqtt client (id ``{mqtt.client_id}-source``) next to
+the publisher's. paho's network thread only queues the raw payloads; decoding
+happens in the reader (the capture thread), so a large image never stalls the
+network loop and its keepalives. The queue is bounded: when the reader falls
+behind, the oldest message is dropped (counted in ``dropped``) since this is a
+live source where the newest image matters most. A payload that does not decode
+is logged and counted in ``undecodable``; it never fails the source.
+
+The subscription is made in ``on_connect``, so it is renewed on every
+(re)connection. A lost broker connection fails the current ``read`` at once with
+a ``SourceError``; the capture loop then reopens the source with its backoff.
+While connected and quiet, ``read`` waits: a quiet topic is not a failure.
+``wake()`` (thread-safe) makes a waiting ``read`` return None so a stop is prompt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+import cv2
+import numpy as np
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from edge_classifier.errors import SourceError
+from edge_classifier.source.base import Frame
+
+__all__ = ["MqttSource"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Message:
+    topic: str
+    payload: bytes
+    captured: float
+    timestamp: float
+
+
+class _Signal:
+    """Queued by the network thread (or wake()) to interrupt a waiting read."""
+
+    def __init__(self, reason: str, lost: bool) -> None:
+        self.reason = reason
+        self.lost = lost
+
+
+class MqttSource:
+    """Images arriving on an MQTT topic filter, as a live frame source (BGR frames)."""
+
+    live = True
+
+    def __init__(self, topic: str, *, host: str, port: int, client_id: str, name: str = "",
+                 protocol: str = "5", keepalive: int = 30, qos: int = 0, capacity: int = 8,
+                 connect_timeout: float = 5.0, poll: float = 1.0) -> None:
+        """``name`` empty: each frame's ``source`` is the topic its image arrived on."""
+        if not topic:
+            raise ValueError("Invalid topic filter: ''")
+        self.topic = topic
+        self.name = name or topic
+        self._frame_name = name
+        self.host = host
+        self.port = port
+        self.client_id = client_id
+        self.protocol = protocol
+        self.keepalive = keepalive
+        self.qos = qos
+        self.connect_timeout = connect_timeout
+        self.poll = poll
+        self.dropped = 0
+        """Messages dropped because the reader fell behind."""
+        self.undecodable = 0
+        """Payloads that were not a decodable image."""
+        self._index = 0
+        # Crossing: paho's network thread puts messages and signals, the reader gets them.
+        self._queue: queue.Queue[_Message | _Signal] = queue.Queue(maxsize=capacity)
+        self._lock = threading.Lock()  # makes the network thread's drop-oldest-then-put atomic
+        self._ready = threading.Event()  # set by the network thread once subscribed
+        self._failure = ""  # why connecting failed, written by the network thread before _ready
+        self._client: paho.Client | None = None
+
+    # --- paho's network thread ----------------------------------------------------------
+
+    def _offer(self, item: _Message | _Signal) -> None:
+        """Queue ``item`` for the reader, dropping the oldest message when full."""
+        with self._lock:
+            while True:
+                try:
+                    self._queue.put_nowait(item)
+                    return
+                except queue.Full:
+                    try:
+                        self._queue.get_nowait()
+                        self.dropped += 1
+                    except queue.Empty:
+                        pass
+
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any,
+                    properties: Any) -> None:
+        # Runs in paho's network thread.
+        if reason.is_failure:
+            self._failure = f"broker refused the connection: {reason}"
+            self._ready.set()
+            return
+        client.subscribe(self.topic, qos=self.qos)
+
+    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        # Runs in paho's network thread; wakes open() in the capture thread.
+        self._failure = "connection failed"
+        self._ready.set()
+
+    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reasons: Any,
+                      properties: Any) -> None:
+        # Runs in paho's network thread; wakes open() in the capture thread.
+        failed = [r for r in reasons if r.is_failure]
+        if failed:
+            self._failure = f"broker refused the subscription to {self.topic!r}: {failed[0]}"
+        log.debug("mqtt source: subscribed to %s (%s)", self.topic, reasons)
+        self._ready.set()
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any,
+                       properties: Any) -> None:
+        # Runs in paho's network thread: wake the reader so the loss is seen at once.
+        if self._ready.is_set():
+            self._offer(_Signal(f"lost the connection to {self.host}:{self.port}: {reason}", lost=True))
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        # Runs in paho's network thread: stamp and queue only, the reader decodes.
+        self._offer(_Message(message.topic, bytes(message.payload), time.monotonic(), time.time()))
+
+    # --- the reader (capture thread) ----------------------------------------------------
+
+    def open(self) -> None:
+        self.close()
+        version = MQTTProtocolVersion.MQTTv5 if self.protocol == "5" else MQTTProtocolVersion.MQTTv311
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=version)
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_subscribe = self._on_subscribe
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self._ready.clear()
+        self._failure = ""
+        self._client = client
+        try:
+            client.connect_async(self.host, self.port, keepalive=self.keepalive)
+            client.loop_start()  # starts paho's network thread
+        except (OSError, ValueError) as exc:
+            self.close()
+            raise SourceError(f"cannot connect to MQTT broker {self.host}:{self.port}: {exc}") from exc
+        # Crossing: wait for the network thread to report connected and subscribed.
+        if not self._ready.wait(self.connect_timeout):
+            self.close()
+            raise SourceError(f"no connection to MQTT broker {self.host}:{self.port} "
+                              f"within {self.connect_timeout:g}s")
+        if self._failure:
+            failure = self._failure
+            self.close()
+            raise SourceError(f"MQTT broker {self.host}:{self.port}: {failure}")
+        log.info("mqtt source: listening on %s at %s:%d", self.topic, self.host, self.port)
+
+    def read(self) -> Frame | None:
+        if self._client is None:
+            raise SourceError(f"{self.name}: read before open")
+        while True:
+            try:
+                # Crossing: take what the network thread queued.
+                item = self._queue.get(timeout=self.poll)
+            except queue.Empty:
+                if not self._client.is_connected():
+                    raise SourceError(f"not connected to MQTT broker {self.host}:{self.port}") from None
+                continue
+            if isinstance(item, _Signal):
+                if item.lost:
+                    raise SourceError(item.reason)
+                return None
+            image = cv2.imdecode(np.frombuffer(item.payload, np.uint8), cv2.IMREAD_COLOR)
+            if image is None:
+                self.undecodable += 1
+                log.warning("mqtt source: %d-byte payload on %s is not a JPEG or PNG image, ignored",
+                            len(item.payload), item.topic)
+                continue
+            self._index += 1
+            return Frame(image=image, rgb=False, source=self._frame_name or item.topic,
+                         index=self._index, captured=item.captured, timestamp=item.timestamp)
+
+    def wake(self) -> None:
+        """Make a waiting ``read`` return None (thread-safe; used by ``Capture.stop``)."""
+        self._offer(_Signal("woken", lost=False))
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        self._ready.clear()  # a disconnect from here on is ours, not a loss
+        client.disconnect()
+        client.loop_stop()  # joins paho's network thread
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break

@@ -1,0 +1,123 @@
+"""Frames through ``cv2.VideoCapture``: a camera index, ``/dev/videoN``, an ``rtsp://``
+or ``http(s)://`` (MJPEG) stream, or a video file.
+
+Network streams go through OpenCV's FFmpeg backend with open and read timeouts, so
+a dead server fails a read instead of hanging it (checked against a local MJPEG
+server in the tests). Devices and streams are live; a video file is not: every frame
+is delivered, ``read`` returns None at its end, or with ``loop`` the file is opened
+again from the start (reopening rather than seeking also picks up a file that was
+replaced, and reports one that vanished).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+
+import cv2
+
+from edge_classifier.errors import SourceError
+from edge_classifier.source.base import Frame, stamp
+
+__all__ = ["OpenCVSource", "parse_uri"]
+
+log = logging.getLogger(__name__)
+
+_STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
+_DEVICE = re.compile(r"^/dev/video(\d+)$")
+
+
+def parse_uri(uri: str) -> tuple[str, int | str]:
+    """What ``uri`` names: ("device", index), ("device", "/dev/videoN"), ("stream", url) or ("file", path).
+
+    An empty uri is camera 0.
+    """
+    text = uri.strip()
+    if text == "":
+        return "device", 0
+    if text.isdigit():
+        return "device", int(text)
+    if _DEVICE.match(text) or text.startswith("/dev/"):
+        return "device", text
+    if text.lower().startswith(_STREAM_SCHEMES):
+        return "stream", text
+    return "file", text
+
+
+class OpenCVSource:
+    """A ``cv2.VideoCapture`` as a frame source (BGR frames)."""
+
+    def __init__(self, uri: str, *, name: str, loop: bool = False, width: int = 0, height: int = 0,
+                 fps: float = 0.0, open_timeout: float = 10.0, read_timeout: float = 10.0) -> None:
+        self.uri = uri
+        self.name = name
+        self.loop = loop
+        self.width = width
+        self.height = height
+        self.fps = fps
+        self.open_timeout = open_timeout
+        self.read_timeout = read_timeout
+        self.kind, self.target = parse_uri(uri)
+        self.live = self.kind != "file"
+        self._cap: cv2.VideoCapture | None = None
+        self._index = 0
+
+    def _describe(self) -> str:
+        # Never log a stream's credentials (rtsp://user:password@host/...).
+        return re.sub(r"//[^/@]*@", "//***@", str(self.target))
+
+    def open(self) -> None:
+        self.close()
+        if self.kind == "file" and not os.path.isfile(str(self.target)):
+            raise SourceError(f"video file {self.target} does not exist")
+        params: list[int] = []
+        if self.kind in ("stream", "file"):
+            # The timeouts bound FFmpeg's blocking network calls (connect, read).
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.open_timeout * 1000),
+                      cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.read_timeout * 1000)]
+            cap = cv2.VideoCapture(str(self.target), cv2.CAP_FFMPEG, params)
+        else:
+            cap = cv2.VideoCapture(self.target, cv2.CAP_ANY)
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(f"cannot open {self.kind} {self._describe()}")
+        if self.kind == "device":
+            self._request(cap)
+        self._cap = cap
+        log.debug("opencv: opened %s %s with %s", self.kind, self._describe(), cap.getBackendName())
+
+    def _request(self, cap: cv2.VideoCapture) -> None:
+        """Ask a camera for the configured size and rate (it may pick the nearest it has)."""
+        if self.width:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
+        if self.height:
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
+        if self.fps:
+            cap.set(cv2.CAP_PROP_FPS, self.fps)
+        # A one-frame driver queue keeps a live camera's frames fresh.
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+
+    def read(self) -> Frame | None:
+        if self._cap is None:
+            raise SourceError(f"{self.name}: read before open")
+        ok, image = self._cap.read()
+        if not ok or image is None:
+            if self.kind != "file":
+                raise SourceError(f"cannot read a frame from {self.kind} {self._describe()}")
+            if not self.loop:
+                return None
+            self.open()  # start over; raises SourceError if the file vanished
+            assert self._cap is not None
+            ok, image = self._cap.read()
+            if not ok or image is None:
+                raise SourceError(f"no frames in video file {self.target}")
+        if image.ndim == 2:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        self._index += 1
+        return stamp(image, rgb=False, source=self.name, index=self._index)
+
+    def close(self) -> None:
+        cap, self._cap = self._cap, None
+        if cap is not None:
+            cap.release()
