@@ -89,7 +89,7 @@ def _cross_checks(config: Config) -> list[str]:
     return problems
 
 
-def _build(cls: type, table: Mapping[str, Any], prefix: str, problems: list[str]) -> Any:
+def _build(cls: Any, table: Mapping[str, Any], prefix: str, problems: list[str]) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in table:
@@ -170,9 +170,7 @@ def _finish(config: Config, base_dir: Path) -> Config:
         labels=_absolute(model.labels, base_dir) if model.labels else "",
     )
     source = config.source
-    if source.kind == "images" and source.uri:
-        source = dataclasses.replace(source, uri=_absolute(source.uri, base_dir))
-    elif source.kind == "opencv" and _is_local_file(source.uri):
+    if (source.kind == "images" and source.uri) or (source.kind == "opencv" and _is_local_file(source.uri)):
         source = dataclasses.replace(source, uri=_absolute(source.uri, base_dir))
     mqtt = config.mqtt
     mqtt = dataclasses.replace(

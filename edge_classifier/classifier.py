@@ -1,0 +1,117 @@
+"""A model ready to classify: engine + preprocessing + labels + postprocessing.
+
+    frame --fit()--> RGB model-sized --to_input()--> tensor --Engine.invoke()--> raw
+          --to_scores()--> scores --top_k()--> predictions
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from edge_classifier.engine.interpreter import Engine, ModelInfo
+from edge_classifier.engine.labels import embedded_labels, read_labels
+from edge_classifier.errors import ConfigError, LabelsError
+from edge_classifier.postprocess.scores import LabelFilter, to_scores, top_k
+from edge_classifier.preprocess.quantize import InputSpec, input_table, to_input
+from edge_classifier.preprocess.resize import fit
+from edge_classifier.results import Classification, Prediction
+
+__all__ = ["Classifier", "LabelSource", "resolve_labels"]
+
+log = logging.getLogger(__name__)
+
+LabelSource = str  # "file" | "embedded" | "none"
+
+
+def resolve_labels(info: ModelInfo, labels_path: str | Path | None) -> tuple[list[str], LabelSource]:
+    """The labels for a model: a labels file if given, else the model's embedded ones, else ids.
+
+    A count that does not match the model's outputs is a LabelsError naming both files.
+    """
+    classes = info.classes
+    if labels_path:
+        labels, origin, where = read_labels(labels_path), "file", Path(labels_path)
+    else:
+        found = embedded_labels(info.path) or (embedded_labels(info.requested) if info.requested != info.path else None)
+        if found is None:
+            return [str(i) for i in range(classes)], "none"
+        labels, origin, where = found, "embedded", info.path
+    if len(labels) != classes:
+        what = "labels file" if origin == "file" else "embedded labels of"
+        raise LabelsError(
+            f"{where}: {what} has {len(labels)} labels but the model {info.path.name} has {classes} outputs"
+        )
+    return labels, origin
+
+
+class Classifier:
+    """Classifies images with one engine. Not thread-safe: one caller at a time."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        labels: Sequence[str],
+        *,
+        label_source: LabelSource = "none",
+        resize: str = "stretch",
+        mean: float = 128.0,
+        std: float = 128.0,
+        top_k: int = 3,
+        threshold: float = 0.1,
+        allow: Sequence[str] = (),
+        deny: Sequence[str] = (),
+    ) -> None:
+        self.engine = engine
+        self.labels = list(labels)
+        self.label_source = label_source
+        self.resize = resize
+        info = engine.info
+        self.input = InputSpec(
+            height=info.input.shape[1], width=info.input.shape[2], dtype=info.input.dtype,
+            scale=info.input.scale, zero_point=info.input.zero_point, mean=mean, std=std,
+        )
+        self._table = input_table(self.input)
+        self.top_k = top_k
+        self.threshold = threshold
+        try:
+            self._filter = LabelFilter.build(self.labels, allow, deny)
+        except ValueError as exc:
+            raise ConfigError([f"classify.allow/deny: {exc} ({info.path.name})"]) from exc
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.engine.info
+
+    def prepare(self, image: np.ndarray, rgb: bool = False) -> np.ndarray:
+        """The input tensor for an image of any size (BGR unless ``rgb``)."""
+        fitted = fit(image, self.input.width, self.input.height, self.resize, rgb=rgb)
+        return to_input(fitted, self._table)
+
+    def predictions(self, raw: np.ndarray) -> tuple[Prediction, ...]:
+        """The reported labels from a raw model output."""
+        out = self.engine.info.output
+        scores = to_scores(raw, out.scale, out.zero_point)
+        best = top_k(scores, self.top_k, self.threshold, self._filter)
+        return tuple(Prediction(i, self.labels[i], s) for i, s in best)
+
+    def classify(self, image: np.ndarray, rgb: bool = False) -> Classification:
+        start = time.perf_counter()
+        tensor = self.prepare(image, rgb)
+        raw, inference_ms = self.engine.timed_invoke(tensor)
+        top = self.predictions(raw)
+        total_ms = (time.perf_counter() - start) * 1000.0
+        return Classification(top, self.engine.info, inference_ms, total_ms)
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def __enter__(self) -> Classifier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

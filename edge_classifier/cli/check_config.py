@@ -1,0 +1,54 @@
+"""``edge-classifier check-config``: validate the configuration, report every problem."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from edge_classifier.cli.common import add_config_option
+from edge_classifier.config import Config, load_config
+from edge_classifier.errors import ConfigError
+
+__all__ = ["add_parser", "file_problems", "run"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("check-config", help="validate the configuration and list every problem")
+    add_config_option(parser)
+    parser.set_defaults(run=run)
+
+
+def file_problems(config: Config) -> list[str]:
+    """Problems with the files the configuration names (beyond the file's own syntax)."""
+    problems = []
+    model = Path(config.model.path)
+    if not model.is_file():
+        problems.append(f"model.path: {model}: model file not found")
+    if not Path(config.model.dir).is_dir():
+        problems.append(f"model.dir: {config.model.dir}: directory not found")
+    if config.model.labels and not Path(config.model.labels).is_file():
+        problems.append(f"model.labels: {config.model.labels}: labels file not found")
+    return problems
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config, path = load_config(args.config)
+    except ConfigError as exc:
+        _report(exc.source or "configuration", exc.problems)
+        return exc.exit_code
+    where = str(path) if path else "built-in defaults (no config file found)"
+    problems = file_problems(config)
+    if problems:
+        _report(where, problems)
+        return ConfigError.exit_code
+    print(f"{where}: ok")
+    return 0
+
+
+def _report(where: str, problems: tuple[str, ...] | list[str]) -> None:
+    count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+    print(f"{where}: {count}", file=sys.stderr)
+    for problem in problems:
+        print(problem, file=sys.stderr)

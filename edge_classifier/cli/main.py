@@ -1,0 +1,54 @@
+"""``edge-classifier``: parse the command line, run a command, map errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+
+from edge_classifier import __version__
+from edge_classifier.cli import check_config, classify
+from edge_classifier.errors import EdgeClassifierError
+
+__all__ = ["build_parser", "main"]
+
+Command = Callable[[argparse.Namespace], int]
+
+# Each command module contributes `add_parser(subparsers)` and `run(args) -> exit code`.
+COMMANDS = (classify, check_config)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-classifier",
+        description="Classify camera frames with TFLite models (CPU or Coral Edge TPU) and publish over MQTT.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="debug logging, and tracebacks on errors")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS:
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.DEBUG if args.debug else logging.WARNING,
+            format="%(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+    run: Command = args.run
+    try:
+        return run(args)
+    except EdgeClassifierError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"edge-classifier: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

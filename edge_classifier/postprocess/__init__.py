@@ -1,0 +1,13 @@
+"""Model output -> labelled scores, as pure numpy functions."""
+
+from edge_classifier.postprocess.scores import (
+    LabelFilter,
+    dequantize,
+    is_probability,
+    quantized_probability,
+    softmax,
+    to_scores,
+    top_k,
+)
+
+__all__ = ["LabelFilter", "dequantize", "is_probability", "quantized_probability", "softmax", "to_scores", "top_k"]

@@ -1,0 +1,44 @@
+"""What a classification produces, and its JSON shapes (see CONTRACT.md)."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+from typing import Any
+
+from edge_classifier.engine.interpreter import ModelInfo
+
+__all__ = ["Classification", "Prediction", "iso_timestamp"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Prediction:
+    id: int
+    label: str
+    score: float
+
+    def as_payload(self) -> dict[str, Any]:
+        return {"id": self.id, "label": self.label, "score": round(self.score, 4)}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Classification:
+    """The outcome of classifying one image."""
+
+    top: tuple[Prediction, ...]
+    model: ModelInfo
+    inference_ms: float  # the interpreter's invoke alone
+    total_ms: float  # preprocessing + inference + postprocessing (the daemon adds capture-to-publish)
+
+    def as_payload(self) -> dict[str, Any]:
+        return {
+            "top": [p.as_payload() for p in self.top],
+            "model": self.model.as_payload(),
+            "latency_ms": {"inference": round(self.inference_ms, 2), "total": round(self.total_ms, 2)},
+        }
+
+
+def iso_timestamp(seconds: float) -> str:
+    """UTC ISO-8601 with milliseconds and a Z, e.g. 2026-11-29T07:00:00.123Z."""
+    moment = datetime.fromtimestamp(seconds, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"

@@ -1,0 +1,109 @@
+"""``check-config``: every problem of a config in one run, by key path, exit 78."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def check(*args: str, cwd=None, env=None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edge_classifier", "check-config", *args],
+                          capture_output=True, text=True, timeout=60, check=False, cwd=cwd, env=env)
+
+
+def test_reports_all_problems_at_once(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text(
+        """
+[mqtt]
+port = 70000
+qos = "1"
+hots = "broker"
+[model]
+accelerator = "tpu"
+threads = 0
+[source]
+kind = "images"
+rotate = 45
+roi = [1, 2]
+[classify]
+threshold = -0.5
+[nonsense]
+"""
+    )
+    done = check("-c", str(config))
+    assert done.returncode == 78
+    lines = done.stderr.splitlines()
+    assert lines[0] == f"{config}: 9 problems"
+    expected = {
+        "mqtt.port: must be <= 65535, not 70000",
+        "mqtt.qos: must be an integer, not a string",
+        "mqtt.hots: unknown key (did you mean 'host'?)",
+        "model.accelerator: must be one of 'auto', 'cpu', 'edgetpu', not 'tpu'",
+        "model.threads: must be >= 1, not 0",
+        "source.rotate: must be one of 0, 90, 180, 270, not 45",
+        "source.roi: must be empty or [x, y, width, height], not [1, 2]",
+        "classify.threshold: must be >= 0, not -0.5",
+        "nonsense: unknown key (known keys: device, source, model, classify, mqtt, publish)",
+    }
+    assert set(lines[1:]) == expected
+
+
+def test_invalid_toml_is_78_with_position(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text("[mqtt\nport = 1\n")
+    done = check("-c", str(config))
+    assert done.returncode == 78
+    assert "invalid TOML" in done.stderr
+    assert "line 1" in done.stderr
+
+
+def test_missing_model_file_is_reported(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text('[model]\npath = "gone.tflite"\n')
+    done = check("-c", str(config))
+    assert done.returncode == 78
+    assert f"model.path: {tmp_path / 'models' / 'gone.tflite'}: model file not found" in done.stderr
+
+
+def test_shipped_config_is_valid():
+    done = check("-c", str(REPO / "config.toml"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"{REPO / 'config.toml'}: ok"
+
+
+def test_lookup_order_env_then_cwd(tmp_path):
+    env_config = tmp_path / "env.toml"
+    env_config.write_text("[mqtt]\nport = 0\n")
+    cwd_dir = tmp_path / "cwd"
+    cwd_dir.mkdir()
+    (cwd_dir / "config.toml").write_text("[mqtt]\nport = -1\n")
+    import os
+
+    env = {**os.environ, "EDGE_CLASSIFIER_CONFIG": str(env_config)}
+    assert "not 0" in check(cwd=cwd_dir, env=env).stderr
+    env.pop("EDGE_CLASSIFIER_CONFIG")
+    assert "not -1" in check(cwd=cwd_dir, env=env).stderr
+
+
+def test_secret_values_are_never_printed(tmp_path):
+    """A secret with a wrong type is reported by key, without echoing the value."""
+    import dataclasses
+
+    from edge_classifier.config.fields import setting
+
+    @dataclasses.dataclass(frozen=True)
+    class WithSecret:
+        password: str = setting(
+            "", "a secret", secret=True, check=lambda v: f"{v!r} is too short" if len(v) < 8 else None
+        )
+
+    from edge_classifier.config.loader import _build
+
+    problems: list[str] = []
+    _build(WithSecret, {"password": "hunter2"}, "mqtt.", problems)
+    assert problems == ["mqtt.password: <secret> is too short"]
+    assert "hunter2" not in repr(WithSecret(password="hunter2!"))

@@ -1,0 +1,78 @@
+"""Postprocessing: dequantize, softmax only for non-probabilities, top-k, threshold, allow/deny."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_classifier.postprocess import (
+    LabelFilter,
+    dequantize,
+    is_probability,
+    quantized_probability,
+    softmax,
+    to_scores,
+    top_k,
+)
+
+
+def test_dequantize_is_scale_times_q_minus_zero_point():
+    raw = np.array([0, 128, 255], np.uint8)
+    np.testing.assert_allclose(dequantize(raw, 0.5, 128), [-64.0, 0.0, 63.5])
+    floats = np.array([0.25, 0.75], np.float32)
+    np.testing.assert_array_equal(dequantize(floats, 0.0, 0), floats)
+
+
+def test_quantized_softmax_outputs_are_recognised_by_their_quantization():
+    assert quantized_probability(np.uint8, 1 / 256, 0) is True
+    assert quantized_probability(np.int8, 1 / 256, -128) is True
+    assert quantized_probability(np.uint8, 0.1, 100) is False  # logits
+    assert quantized_probability(np.float32, 0.0, 0) is None
+
+
+def test_quantized_probabilities_are_not_softmaxed_even_when_they_sum_below_one():
+    """Real uint8 outputs lose mass to rounding (0.78 seen): they must stay as they are."""
+    raw = np.zeros(965, np.uint8)
+    raw[659], raw[658] = 151, 40  # 0.59 and 0.156: sums to 0.75
+    scores = to_scores(raw, 1 / 256, 0)
+    assert scores[659] == pytest.approx(0.5898, abs=1e-4)
+
+
+def test_float_logits_get_a_softmax_and_float_probabilities_do_not():
+    logits = np.array([2.0, 1.0, 0.1], np.float32)
+    np.testing.assert_allclose(to_scores(logits, 0.0, 0), softmax(logits))
+    assert softmax(logits).sum() == pytest.approx(1.0)
+    probabilities = np.array([0.7, 0.2, 0.1], np.float32)
+    np.testing.assert_array_equal(to_scores(probabilities, 0.0, 0), probabilities)
+    assert not is_probability(np.array([0.7, 0.7], np.float32))
+
+
+def test_quantized_logits_get_a_softmax():
+    raw = np.array([200, 100, 0], np.uint8)
+    scores = to_scores(raw, 0.05, 100)
+    assert scores.sum() == pytest.approx(1.0)
+    assert scores.argmax() == 0
+
+
+def test_top_k_sorted_with_threshold_inclusive():
+    scores = np.array([0.05, 0.5, 0.1, 0.3, 0.05], np.float32)
+    assert top_k(scores, 3) == [(1, 0.5), (3, pytest.approx(0.3)), (2, pytest.approx(0.1))]
+    assert [i for i, _ in top_k(scores, 5, threshold=np.float32(0.1))] == [1, 3, 2]  # >= keeps 0.1
+    assert top_k(scores, 10, threshold=0.9) == []
+    assert len(top_k(scores, 100)) == 5
+
+
+def test_allow_and_deny_lists_filter_before_top_k():
+    labels = ["background", "cat", "dog", "car"]
+    scores = np.array([0.4, 0.3, 0.2, 0.1], np.float32)
+    deny = LabelFilter.build(labels, deny=["background"])
+    assert [i for i, _ in top_k(scores, 2, allowed=deny)] == [1, 2]
+    allow = LabelFilter.build(labels, allow=["car", "dog"])
+    assert [i for i, _ in top_k(scores, 3, allowed=allow)] == [2, 3]
+    both = LabelFilter.build(labels, allow=["car", "dog"], deny=["dog"])
+    assert [i for i, _ in top_k(scores, 3, allowed=both)] == [3]
+
+
+def test_unknown_filter_labels_are_named():
+    with pytest.raises(ValueError, match="'cow'"):
+        LabelFilter.build(["cat"], allow=["cow"])
