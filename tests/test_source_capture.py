@@ -3,6 +3,7 @@ backoff and events on failure, prompt stop, and a permanent error that ends it."
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from typing import Any
@@ -163,7 +164,7 @@ def test_backoff_doubles_up_to_the_cap() -> None:
         deadline = time.monotonic() + 5
         while len(opens) < 6 and time.monotonic() < deadline:
             time.sleep(0.01)
-    gaps = [b - a for a, b in zip(opens, opens[1:], strict=False)][:5]
+    gaps = [b - a for a, b in itertools.pairwise(opens)][:5]
     assert len(gaps) == 5
     assert gaps[0] >= 0.015 and gaps[1] >= 0.035 and gaps[2] >= 0.07
     assert all(g < 0.5 for g in gaps)  # capped at 0.08 (plus scheduling slack)

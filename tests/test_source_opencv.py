@@ -1,0 +1,217 @@
+"""The OpenCV source: a real video file (written here), and a real MJPEG-over-HTTP
+server on 127.0.0.1 that is stopped and restarted under a running Capture."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_classifier.config.schema import MqttConfig, SourceConfig
+from edge_classifier.errors import SourceError
+from edge_classifier.source import Capture, Frame, open_source
+from edge_classifier.source.opencv import OpenCVSource, parse_uri
+
+
+def write_video(path: Path, values: list[int]) -> None:
+    """An MJPG .avi, one 64x48 frame per value, each filled with that grey level."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    assert writer.isOpened(), "this OpenCV build cannot write MJPG/avi"
+    for value in values:
+        writer.write(np.full((48, 64, 3), value, np.uint8))
+    writer.release()
+
+
+def grey(frame: Frame) -> int:
+    return round(float(frame.image.mean()))
+
+
+def read_all(source: OpenCVSource, limit: int = 100) -> list[Frame]:
+    frames = []
+    for _ in range(limit):
+        frame = source.read()
+        if frame is None:
+            break
+        frames.append(frame)
+    return frames
+
+
+def test_video_file_all_frames_then_none(tmp_path: Path) -> None:
+    path = tmp_path / "video.avi"
+    write_video(path, [0, 50, 100, 150, 200])
+    source = open_source(SourceConfig(kind="opencv", uri=str(path)), MqttConfig())
+    assert isinstance(source, OpenCVSource)
+    assert source.name == "video.avi" and not source.live
+    source.open()
+    frames = read_all(source)
+    assert source.read() is None
+    source.close()
+    source.close()
+    assert [grey(f) for f in frames] == pytest.approx([0, 50, 100, 150, 200], abs=3)
+    assert [f.index for f in frames] == [1, 2, 3, 4, 5]
+    assert all(f.image.shape == (48, 64, 3) and not f.rgb for f in frames)
+
+
+def test_video_file_loop_rewinds(tmp_path: Path) -> None:
+    path = tmp_path / "clip.avi"
+    write_video(path, [20, 120])
+    source = OpenCVSource(str(path), name="clip", loop=True)
+    source.open()
+    frames = [source.read() for _ in range(5)]
+    source.close()
+    assert [grey(f) for f in frames if f] == pytest.approx([20, 120, 20, 120, 20], abs=3)
+    assert [f.index for f in frames if f] == [1, 2, 3, 4, 5]
+
+
+def test_missing_video_file_is_a_source_error(tmp_path: Path) -> None:
+    source = OpenCVSource(str(tmp_path / "nope.mp4"), name="nope")
+    with pytest.raises(SourceError, match=r"nope\.mp4"):
+        source.open()
+    source.close()
+
+
+def test_video_file_removed_and_recreated_is_lost_then_back(tmp_path: Path) -> None:
+    path = tmp_path / "clip.avi"
+    write_video(path, [10, 20, 30])
+    lost, back = threading.Event(), threading.Event()
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    def on_event(name: str, details: dict[str, Any]) -> None:
+        events.append((name, details))
+        {"source_lost": lost, "source_back": back}[name].set()
+
+    source = OpenCVSource(str(path), name="clip", loop=True)
+    with Capture(source, on_event=on_event, retry_initial=0.02, retry_max=0.1) as capture:
+        assert capture.get(timeout=5) is not None
+        path.unlink()
+        while not lost.wait(0.01):
+            capture.get(timeout=0.01)  # keep the reader moving to the end of the file
+        assert "does not exist" in events[0][1]["reason"]
+        write_video(path, [240])
+        assert back.wait(5)
+        frame = capture.get(timeout=5)
+        while frame is not None and grey(frame) < 200:
+            frame = capture.get(timeout=5)
+        assert frame is not None
+    assert [name for name, _ in events] == ["source_lost", "source_back"]
+
+
+def test_uri_kinds_and_names() -> None:
+    assert parse_uri("") == ("device", 0)
+    assert parse_uri("2") == ("device", 2)
+    assert parse_uri("/dev/video1") == ("device", "/dev/video1")
+    assert parse_uri("rtsp://cam/stream")[0] == "stream"
+    assert parse_uri("HTTP://cam/video.mjpg")[0] == "stream"
+    assert parse_uri("videos/a.mp4") == ("file", "videos/a.mp4")
+
+    def name(uri: str) -> str:
+        return open_source(SourceConfig(kind="opencv", uri=uri), MqttConfig()).name
+
+    assert name("0") == "cam0"
+    assert name("/dev/video2") == "video2"
+    assert name("rtsp://user:secret@10.0.0.5:554/live") == "10.0.0.5"
+    assert name("/data/video.mp4") == "video.mp4"
+    assert open_source(SourceConfig(kind="opencv", uri="0", name="door"), MqttConfig()).name == "door"
+    assert OpenCVSource("rtsp://cam", name="x").live and OpenCVSource("0", name="x").live
+
+
+# --- a real MJPEG-over-HTTP server ----------------------------------------------------------
+
+JPEG = cv2.imencode(".jpg", np.full((48, 64, 3), 90, np.uint8))[1].tobytes()
+
+
+class MjpegServer:
+    """``multipart/x-mixed-replace`` JPEG parts on 127.0.0.1, ~50 frames/s, stoppable
+    (dropping every open connection) and restartable on the same port."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.port = port
+        self._stopping = threading.Event()
+        self._server: http.server.ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> MjpegServer:
+        stopping = self._stopping = threading.Event()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                try:
+                    while not stopping.wait(0.02):
+                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\n"
+                                         b"Content-Length: %d\r\n\r\n" % len(JPEG) + JPEG + b"\r\n")
+                except OSError:
+                    pass  # the client went away
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        server.daemon_threads = False  # so server_close() joins the handlers
+        self.port = server.server_address[1]
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, name="mjpeg-server",
+                                        kwargs={"poll_interval": 0.05})
+        self._thread.start()
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/stream.mjpg"
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._stopping.set()  # every handler leaves its loop and its connection closes
+        server.shutdown()
+        server.server_close()
+        assert self._thread is not None
+        self._thread.join(5)
+
+
+@pytest.fixture
+def mjpeg() -> Any:
+    server = MjpegServer().start()
+    yield server
+    server.stop()
+
+
+def test_http_mjpeg_frames(mjpeg: MjpegServer) -> None:
+    source = OpenCVSource(mjpeg.url, name="web", read_timeout=2, open_timeout=2)
+    source.open()
+    frames = [source.read() for _ in range(3)]
+    source.close()
+    assert all(f is not None and f.image.shape == (48, 64, 3) for f in frames)
+    assert source.live
+
+
+def test_http_mjpeg_server_lost_then_back(mjpeg: MjpegServer) -> None:
+    lost, back = threading.Event(), threading.Event()
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    def on_event(name: str, details: dict[str, Any]) -> None:
+        events.append((name, details))
+        {"source_lost": lost, "source_back": back}[name].set()
+
+    source = OpenCVSource(mjpeg.url, name="web", read_timeout=2, open_timeout=2)
+    with Capture(source, on_event=on_event, retry_initial=0.05, retry_max=0.2) as capture:
+        assert capture.get(timeout=5) is not None
+        mjpeg.stop()
+        assert lost.wait(5), "capture did not notice the server going away"
+        mjpeg.start()  # the same port again
+        assert back.wait(5), "capture did not reconnect"
+        first = capture.get(timeout=5)
+        assert first is not None
+        second = capture.get(timeout=5)
+        assert second is not None and second.index > first.index
+    assert [name for name, _ in events] == ["source_lost", "source_back"]
+    assert events[0][1]["source"] == "web"
+    assert capture.failures >= 1
