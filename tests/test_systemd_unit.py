@@ -1,0 +1,281 @@
+"""The shipped unit (systemd-analyze verify and security) and the install/uninstall scripts.
+
+The scripts are exercised with ``--dry-run`` in a copy of the repository layout and with
+``EDGE_CLASSIFIER_ROOT`` pointing at a scratch root, so nothing on this machine changes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+UNIT = REPO / "systemd" / "edge-classifier.service"
+INSTALL = REPO / "systemd" / "install.sh"
+UNINSTALL = REPO / "systemd" / "uninstall.sh"
+MAX_EXPOSURE = 2.0
+
+needs_analyze = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed on this machine"
+)
+
+
+def _analyze(*args: str) -> subprocess.CompletedProcess[str]:
+    # SYSTEMD_LOG_COLOR/… off: plain text to parse; no pager.
+    env = {**os.environ, "SYSTEMD_PAGER": "", "SYSTEMD_COLORS": "0"}
+    return subprocess.run(["systemd-analyze", *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+def _directives(text: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            out.setdefault(key, []).append(value)
+    return out
+
+
+# --- the unit ------------------------------------------------------------------------------
+
+
+@needs_analyze
+def test_unit_verifies_cleanly(tmp_path: Path) -> None:
+    # verify checks that ExecStart's binary exists; the venv is not installed here, so verify a
+    # copy that runs /bin/true instead: everything else (syntax, every key, every value) is ours.
+    copy = tmp_path / "edge-classifier.service"
+    copy.write_text(re.sub(r"(?m)^ExecStart=.*$", "ExecStart=/bin/true", UNIT.read_text()))
+    result = _analyze("verify", "--man=no", str(copy))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "", result.stderr
+
+    # The shipped file itself: the missing venv binary is the only complaint allowed.
+    result = _analyze("verify", "--man=no", str(UNIT))
+    complaints = [line for line in result.stderr.splitlines() if "is not executable" not in line]
+    assert complaints == []
+
+
+@needs_analyze
+def test_unit_exposure_is_at_most_2() -> None:
+    result = _analyze("security", "--offline=yes", str(UNIT))
+    assert result.returncode == 0, result.stderr
+    match = re.search(r"Overall exposure level for edge-classifier\.service: (\d+\.\d+)", result.stdout)
+    assert match, result.stdout[-2000:]
+    assert float(match.group(1)) <= MAX_EXPOSURE, result.stdout
+
+
+def test_unit_has_the_documented_settings() -> None:
+    d = _directives(UNIT.read_text())
+    expected = {
+        "Type": "notify",
+        "NotifyAccess": "main",
+        "WatchdogSec": "30",
+        "Restart": "on-failure",
+        "ExecStart": "/opt/edge-classifier/venv/bin/edge-classifier run -c /etc/edge-classifier/config.toml",
+        "ExecReload": "/bin/kill -HUP $MAINPID",
+        "User": "edge-classifier",
+        "StateDirectory": "edge-classifier",
+        "ConfigurationDirectory": "edge-classifier",
+        "LoadCredential": "mqtt-password:/etc/edge-classifier/mqtt-password",
+        "ProtectSystem": "strict",
+        "CapabilityBoundingSet": "",
+        "DevicePolicy": "closed",
+    }
+    for key, value in expected.items():
+        assert d.get(key) == [value], key
+    assert "EDGE_CLASSIFIER_CONFIG=/etc/edge-classifier/config.toml" in d["Environment"]
+    assert set(d["SupplementaryGroups"][0].split()) == {"video", "plugdev", "apex"}
+    assert "StartLimitBurst" in d and "StartLimitIntervalSec" in d
+
+
+def test_every_directive_has_a_comment() -> None:
+    # A directive is covered by the nearest comment above it, through a run of directives
+    # (related settings share one comment), but not across a blank line or section header.
+    lines = UNIT.read_text().splitlines()
+    uncommented = []
+    for i, line in enumerate(lines):
+        if not line or line.startswith(("#", "[")):
+            continue
+        j = i - 1
+        while j >= 0 and lines[j] and not lines[j].startswith(("#", "[")):
+            j -= 1
+        if j < 0 or not lines[j].startswith("#"):
+            uncommented.append(line)
+    allowed = {"Description", "WantedBy"}  # self-explanatory
+    assert [x for x in uncommented if x.partition("=")[0] not in allowed] == []
+
+
+def test_install_paths_match_the_unit() -> None:
+    unit = UNIT.read_text()
+    script = INSTALL.read_text()
+    assert 'VENV="$PREFIX/venv"' in script and 'PREFIX="$ROOT/opt/$NAME"' in script
+    assert "/opt/edge-classifier/venv/bin/edge-classifier" in unit
+    assert 'ETC="$ROOT/etc/$NAME"' in script and "/etc/edge-classifier/config.toml" in unit
+    assert 'STATE="$ROOT/var/lib/$NAME"' in script and "WorkingDirectory=/var/lib/edge-classifier" in unit
+
+
+# --- the scripts ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("script", [INSTALL, UNINSTALL], ids=lambda p: p.name)
+def test_scripts_parse(script: Path) -> None:
+    subprocess.run(["bash", "-n", str(script)], check=True, timeout=30)
+    assert script.read_text().splitlines()[0] == "#!/usr/bin/env bash"
+    assert "set -euo pipefail" in script.read_text()
+    assert os.access(script, os.X_OK)
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    """A copy of the repository layout the scripts read (they find it from their own path)."""
+    src = tmp_path / "src"
+    (src / "systemd").mkdir(parents=True)
+    for path in (INSTALL, UNINSTALL, UNIT):
+        shutil.copy2(path, src / "systemd" / path.name)
+    (src / "pyproject.toml").write_text('[project]\nname = "edge-classifier"\n')
+    (src / "config.toml").write_text('[model]\ndir = "models"\n')
+    (src / "models").mkdir()
+    (src / "models" / "mobilenet.tflite").write_bytes(b"TFL3")
+    (src / "models" / "labels.txt").write_text("cat\n")
+    return src
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    root.mkdir()
+    return root
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _run(script: Path, root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "EDGE_CLASSIFIER_ROOT": str(root)}
+    return subprocess.run(
+        ["bash", str(script), *args], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+
+
+def _commands(stdout: str) -> list[str]:
+    return [line[2:] for line in stdout.splitlines() if line.startswith("+ ")]
+
+
+def _user_exists() -> bool:
+    return subprocess.run(["getent", "passwd", "edge-classifier"], capture_output=True).returncode == 0
+
+
+def _index(commands: list[str], needle: str) -> int:
+    hits = [i for i, c in enumerate(commands) if needle in c]
+    assert hits, f"{needle!r} not in {commands}"
+    return hits[0]
+
+
+def test_install_dry_run_prints_the_documented_steps_in_order(source: Path, root: Path) -> None:
+    before = _snapshot(root)
+    result = _run(source / "systemd" / "install.sh", root, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    commands = _commands(result.stdout)
+    r = str(root)
+    steps = [
+        *(["useradd --system --user-group"] if not _user_exists() else []),
+        f"python3 -m venv {r}/opt/edge-classifier/venv",
+        f"{r}/opt/edge-classifier/venv/bin/pip install --disable-pip-version-check --upgrade {source}",
+        f"install -m 0640 -o root -g edge-classifier {source}/config.toml {r}/etc/edge-classifier/config.toml",
+        f"sed -i s\\|\\^dir\\ =\\ \\\"models\\\"\\|dir\\ =\\ \\\"/var/lib/edge-classifier/models\\\"\\| {r}/etc",
+        f"{r}/var/lib/edge-classifier {r}/var/lib/edge-classifier/models",
+        f"{source}/models/mobilenet.tflite {r}/var/lib/edge-classifier/models/",
+        f"{source}/models/labels.txt {r}/var/lib/edge-classifier/models/",
+        f"install -D -m 0644 {source}/systemd/edge-classifier.service "
+        f"{r}/etc/systemd/system/edge-classifier.service",
+        "systemctl daemon-reload",
+        "systemctl enable edge-classifier.service",
+        "systemctl restart edge-classifier.service",
+    ]
+    positions = [_index(commands, step) for step in steps]
+    assert positions == sorted(positions), commands
+    for note in ("1. groups", "2. user", "3. venv", "4. config", "5. models", "6. unit"):
+        assert f"== {note}" in result.stdout
+    assert "--system-site-packages" not in result.stdout
+    assert _snapshot(root) == before  # a dry run changes nothing
+
+
+def test_install_dry_run_leaves_an_existing_install_alone(source: Path, root: Path) -> None:
+    etc = root / "etc" / "edge-classifier"
+    etc.mkdir(parents=True)
+    (etc / "config.toml").write_text("# the user's own config\n")
+    models = root / "var" / "lib" / "edge-classifier" / "models"
+    models.mkdir(parents=True)
+    (models / "mine.tflite").write_bytes(b"TFL3")
+    units = root / "etc" / "systemd" / "system"
+    units.mkdir(parents=True)
+    shutil.copy2(UNIT, units / "edge-classifier.service")
+    before = _snapshot(root)
+
+    result = _run(source / "systemd" / "install.sh", root, "--dry-run", "--no-start")
+    assert result.returncode == 0, result.stderr
+    commands = "\n".join(_commands(result.stdout))
+    assert "config.toml" not in commands  # never overwrite the user's config
+    assert "sed -i" not in commands
+    assert ".tflite" not in commands  # the store is not empty: nothing copied
+    assert "edge-classifier.service " not in commands.replace("\n", " \n")  # same unit: not reinstalled
+    assert "systemctl restart" not in commands
+    assert "systemctl enable edge-classifier.service" in commands
+    assert "keeping the existing" in result.stdout
+    assert "keeping the 1 model(s)" in result.stdout
+    assert _snapshot(root) == before
+
+
+def test_install_dry_run_with_the_pi_extra(source: Path, root: Path) -> None:
+    result = _run(source / "systemd" / "install.sh", root, "--dry-run", "--extras", "pi")
+    assert result.returncode == 0, result.stderr
+    commands = _commands(result.stdout)
+    assert any("python3 -m venv --system-site-packages" in c for c in commands)
+    assert any(c.endswith(f"--upgrade {source}\\[pi\\]") for c in commands), commands
+
+
+def test_install_rejects_bad_arguments_and_missing_config(source: Path, root: Path) -> None:
+    result = _run(source / "systemd" / "install.sh", root, "--dry-run", "--bogus")
+    assert result.returncode != 0 and "--bogus" in result.stderr
+    result = _run(source / "systemd" / "install.sh", root, "--dry-run", "--extras", "pi;rm")
+    assert result.returncode != 0 and "pi;rm" in result.stderr
+    (source / "config.toml").unlink()
+    result = _run(source / "systemd" / "install.sh", root, "--dry-run")
+    assert result.returncode != 0 and "config.toml" in result.stderr
+    assert _commands(result.stdout) == []  # checked before anything would change
+
+
+def test_uninstall_dry_run_keeps_data_unless_purge(source: Path, root: Path) -> None:
+    (root / "etc" / "systemd" / "system").mkdir(parents=True)
+    shutil.copy2(UNIT, root / "etc" / "systemd" / "system" / "edge-classifier.service")
+    for d in ("opt/edge-classifier/venv", "etc/edge-classifier", "var/lib/edge-classifier/models"):
+        (root / d).mkdir(parents=True)
+    before = _snapshot(root)
+    r = str(root)
+
+    result = _run(source / "systemd" / "uninstall.sh", root, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    commands = _commands(result.stdout)
+    assert commands[:3] == [
+        "systemctl disable --now edge-classifier.service",
+        f"rm -f {r}/etc/systemd/system/edge-classifier.service",
+        "systemctl daemon-reload",
+    ]
+    assert f"rm -rf {r}/opt/edge-classifier" in commands
+    assert not any(f"{r}/etc/edge-classifier" in c or f"{r}/var/lib" in c for c in commands)
+
+    purge = _commands(_run(source / "systemd" / "uninstall.sh", root, "--dry-run", "--purge").stdout)
+    assert f"rm -rf {r}/etc/edge-classifier" in purge
+    assert f"rm -rf {r}/var/lib/edge-classifier" in purge
+    assert _snapshot(root) == before
+
+
+def test_uninstall_dry_run_on_a_clean_system_does_nothing(source: Path, root: Path) -> None:
+    result = _run(source / "systemd" / "uninstall.sh", root, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert _commands(result.stdout) == []
