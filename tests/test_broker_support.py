@@ -11,6 +11,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import MQTTProtocolVersion
 from support.broker import BrokerError, ConnectFailed, MosquittoBroker, Probe, ProbeError, TlsFiles
 
 MakeBroker = Callable[..., MosquittoBroker]
@@ -27,7 +28,7 @@ topic readwrite #
 
 
 @pytest.mark.parametrize("protocol", [mqtt.MQTTv5, mqtt.MQTTv311], ids=["mqtt5", "mqtt311"])
-def test_publish_subscribe_round_trip(broker: MosquittoBroker, protocol: int) -> None:
+def test_publish_subscribe_round_trip(broker: MosquittoBroker, protocol: MQTTProtocolVersion) -> None:
     with (
         Probe(broker.host, broker.port, protocol=protocol) as subscriber,
         Probe(broker.host, broker.port, protocol=protocol) as publisher,
@@ -79,20 +80,25 @@ def test_retained_message_reaches_late_subscribers_until_cleared(broker: Mosquit
             assert later.expect("device/#").topic == "device/marker"
 
 
-def test_stop_disconnects_and_restart_reuses_the_port(broker: MosquittoBroker) -> None:
+@pytest.mark.parametrize("how", ["stop", "kill"])
+def test_stop_disconnects_and_restart_reuses_the_port(broker: MosquittoBroker, how: str) -> None:
     port, first_pid = broker.port, broker.pid
     with Probe(broker.host, broker.port, protocol=mqtt.MQTTv311) as probe:
         probe.subscribe("alive/#")
         assert probe.connects == 1
 
-        broker.stop()
+        if how == "stop":
+            broker.stop()
+        else:
+            broker.kill()
         assert not broker.running
         assert probe.wait_disconnected(timeout=5) is not None
 
-        # The broker closed its side first, so its port has a connection in TIME_WAIT: a plain bind
-        # fails, and only mosquitto's SO_REUSEADDR lets the restart below take the port again.
-        with socket.socket() as plain, pytest.raises(OSError, match="Address already in use"):
-            plain.bind((broker.host, port))
+        if how == "stop":
+            # The broker closed its side first, so its port has a connection in TIME_WAIT: a plain
+            # bind fails, and only mosquitto's SO_REUSEADDR lets the restart below take the port again.
+            with socket.socket() as plain, pytest.raises(OSError, match="Address already in use"):
+                plain.bind((broker.host, port))
 
         broker.restart()
         assert (broker.port, broker.running) == (port, True)
@@ -120,7 +126,7 @@ def test_password_file_accepts_the_right_password(make_broker: MakeBroker) -> No
 @pytest.mark.parametrize("protocol", [mqtt.MQTTv5, mqtt.MQTTv311], ids=["mqtt5", "mqtt311"])
 @pytest.mark.parametrize(("username", "password"), [("alice", "wrong"), ("mallory", "wonderland"), (None, None)])
 def test_password_file_refuses_bad_credentials(
-    make_broker: MakeBroker, protocol: int, username: str | None, password: str | None
+    make_broker: MakeBroker, protocol: MQTTProtocolVersion, username: str | None, password: str | None
 ) -> None:
     secured = make_broker(password_users=USERS)
     probe = Probe(secured.host, secured.port, protocol=protocol, username=username, password=password)

@@ -41,6 +41,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -484,10 +485,12 @@ class Message:
 class Probe:
     """A synchronous MQTT test client; every method returns once the broker has answered.
 
-    >>> with Probe(broker.host, broker.port) as probe:
-    ...     probe.subscribe("a/#")
-    ...     probe.publish("a/b", b"x", qos=1)
-    ...     assert probe.expect("a/b").payload == b"x"
+    Example::
+
+        with Probe(broker.host, broker.port) as probe:
+            probe.subscribe("a/#")
+            probe.publish("a/b", b"x", qos=1)
+            assert probe.expect("a/b").payload == b"x"
     """
 
     def __init__(
@@ -495,7 +498,7 @@ class Probe:
         host: str,
         port: int,
         *,
-        protocol: int = mqtt.MQTTv5,
+        protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5,
         client_id: str | None = None,
         username: str | None = None,
         password: str | None = None,
@@ -508,7 +511,7 @@ class Probe:
         self.host, self.port, self.protocol = host, port, protocol
         self.client_id = client_id or f"probe-{uuid.uuid4().hex[:8]}"
         self.keepalive = keepalive
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=protocol)
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=protocol)
         if username is not None:
             self._client.username_pw_set(username, password)
         if ca_cert is not None or client_cert is not None:
@@ -686,7 +689,7 @@ class Probe:
         caller asserts on them). The filters are renewed after every reconnect."""
         filters = [(topic_filter, qos) for topic_filter in topic_filters]
         result, mid = self._client.subscribe(filters)
-        if result != mqtt.MQTT_ERR_SUCCESS:
+        if result != mqtt.MQTT_ERR_SUCCESS or mid is None:
             raise ProbeError(f"subscribe {topic_filters} not sent: {mqtt.error_string(result)}")
         with self._lock:
             # The SUBACK may already have arrived: setdefault finds the callback's entry then.
@@ -724,7 +727,7 @@ class Probe:
             raise ProbeError(f"publish to {topic} not completed within {timeout}s")
         with self._lock:
             code = self._pubacks.pop(info.mid, None)
-        return code if qos > 0 and self.protocol == mqtt.MQTTv5 else None
+        return code if qos > 0 and self.protocol == MQTTProtocolVersion.MQTTv5 else None
 
     # -- receiving ---------------------------------------------------------------------------------
 
@@ -782,7 +785,7 @@ class Probe:
     ) -> Message:
         """Publish a request with ResponseTopic and CorrelationData and return the response that
         echoes the correlation data. Subscribes to ``response_topic`` first if needed."""
-        if self.protocol != mqtt.MQTTv5:
+        if self.protocol != MQTTProtocolVersion.MQTTv5:
             raise ProbeError("request/response properties need MQTT 5")
         response_topic = response_topic or f"probe/{self.client_id}/response"
         correlation_data = correlation_data if correlation_data is not None else uuid.uuid4().bytes
