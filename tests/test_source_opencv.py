@@ -132,11 +132,13 @@ class MjpegServer:
     def __init__(self, port: int = 0) -> None:
         self.port = port
         self._stopping = threading.Event()
+        self.stalled = threading.Event()  # set: keep connections open but send nothing
         self._server: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> MjpegServer:
         stopping = self._stopping = threading.Event()
+        stalled = self.stalled
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
@@ -145,6 +147,8 @@ class MjpegServer:
                 self.end_headers()
                 try:
                     while not stopping.wait(0.02):
+                        if stalled.is_set():
+                            continue
                         self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\n"
                                          b"Content-Length: %d\r\n\r\n" % len(JPEG) + JPEG + b"\r\n")
                 except OSError:
@@ -215,3 +219,22 @@ def test_http_mjpeg_server_lost_then_back(mjpeg: MjpegServer) -> None:
     assert [name for name, _ in events] == ["source_lost", "source_back"]
     assert events[0][1]["source"] == "web"
     assert capture.failures >= 1
+
+
+def test_http_mjpeg_silent_server_times_out(mjpeg: MjpegServer) -> None:
+    """A server that keeps the connection open but sends nothing fails the read after
+    the read timeout instead of hanging the capture thread."""
+    lost = threading.Event()
+    reasons: list[str] = []
+
+    def on_event(name: str, details: dict[str, Any]) -> None:
+        if name == "source_lost":
+            reasons.append(details["reason"])
+            lost.set()
+
+    source = OpenCVSource(mjpeg.url, name="web", read_timeout=0.5, open_timeout=0.5)
+    with Capture(source, on_event=on_event, retry_initial=5, retry_max=5) as capture:
+        assert capture.get(timeout=5) is not None
+        mjpeg.stalled.set()
+        assert lost.wait(5)
+    assert "cannot read a frame" in reasons[0]

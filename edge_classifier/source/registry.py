@@ -25,7 +25,7 @@ from edge_classifier.source.picamera2 import Picamera2Source
 
 __all__ = ["FACTORIES", "Factory", "open_source", "source_name"]
 
-Factory = Callable[[SourceConfig, MqttConfig, "tuple[int, int] | None"], Source]
+Factory = Callable[[SourceConfig, MqttConfig, tuple[int, int] | None], Source]
 
 
 def source_name(config: SourceConfig) -> str:
