@@ -17,6 +17,7 @@ While connected and quiet, ``read`` waits: a quiet topic is not a failure.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import queue
@@ -203,6 +204,11 @@ class MqttSource:
         self._ready.clear()  # a disconnect from here on is ours, not a loss
         client.disconnect()
         client.loop_stop()  # joins paho's network thread
+        # disconnect() leaves the socket of a connection that never completed open.
+        sock = client.socket()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
         while True:
             try:
                 self._queue.get_nowait()
