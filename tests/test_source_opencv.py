@@ -3,7 +3,6 @@ server on 127.0.0.1 that is stopped and restarted under a running Capture."""
 
 from __future__ import annotations
 
-import http.server
 import threading
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from support.mjpeg import MjpegServer
 
 from edge_classifier.config.schema import MqttConfig, SourceConfig
 from edge_classifier.errors import SourceError
@@ -118,67 +118,6 @@ def test_uri_kinds_and_names() -> None:
     assert name("/data/video.mp4") == "video.mp4"
     assert open_source(SourceConfig(kind="opencv", uri="0", name="door"), MqttConfig()).name == "door"
     assert OpenCVSource("rtsp://cam", name="x").live and OpenCVSource("0", name="x").live
-
-
-# --- a real MJPEG-over-HTTP server ----------------------------------------------------------
-
-JPEG = cv2.imencode(".jpg", np.full((48, 64, 3), 90, np.uint8))[1].tobytes()
-
-
-class MjpegServer:
-    """``multipart/x-mixed-replace`` JPEG parts on 127.0.0.1, ~50 frames/s, stoppable
-    (dropping every open connection) and restartable on the same port."""
-
-    def __init__(self, port: int = 0) -> None:
-        self.port = port
-        self._stopping = threading.Event()
-        self.stalled = threading.Event()  # set: keep connections open but send nothing
-        self._server: http.server.ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> MjpegServer:
-        stopping = self._stopping = threading.Event()
-        stalled = self.stalled
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-                self.end_headers()
-                try:
-                    while not stopping.wait(0.02):
-                        if stalled.is_set():
-                            continue
-                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\n"
-                                         b"Content-Length: %d\r\n\r\n" % len(JPEG) + JPEG + b"\r\n")
-                except OSError:
-                    pass  # the client went away
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        server.daemon_threads = False  # so server_close() joins the handlers
-        self.port = server.server_address[1]
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="mjpeg-server",
-                                        kwargs={"poll_interval": 0.05})
-        self._thread.start()
-        return self
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/stream.mjpg"
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._stopping.set()  # every handler leaves its loop and its connection closes
-        server.shutdown()
-        server.server_close()
-        assert self._thread is not None
-        self._thread.join(5)
 
 
 @pytest.fixture

@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 
 from edge_classifier import __version__
-from edge_classifier.cli import check_config, classify
+from edge_classifier.cli import check_config, classify, run
 from edge_classifier.errors import EdgeClassifierError
+from edge_classifier.service.logs import configure_logging
 
 __all__ = ["build_parser", "main"]
 
 Command = Callable[[argparse.Namespace], int]
 
 # Each command module contributes `add_parser(subparsers)` and `run(args) -> exit code`.
-COMMANDS = (classify, check_config)
+COMMANDS = (run, classify, check_config)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,12 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.DEBUG if args.debug else logging.WARNING,
-            format="%(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
+    configure_logging("debug" if args.debug else "warning")
     run: Command = args.run
     try:
         return run(args)

@@ -105,7 +105,10 @@ class ModelConfig:
                                choices=("auto", "cpu", "edgetpu"))
     device: str = setting("", "Which Edge TPU: '' (any), 'usb', 'usb:N', 'pci', 'pci:N'.",
                           check=_edgetpu_device)
-    threads: int = setting(2, "CPU threads for inference.", minimum=1, maximum=64)
+    threads: int = setting(2, "CPU threads for inference in all: `run` gives each of its interpreters one "
+                           "thread, `classify` uses one interpreter with this many.", minimum=1, maximum=64)
+    interpreters: int = setting(0, "Interpreters working on alternate frames in `run`; 0 means one per "
+                                "thread on the CPU and one on the Edge TPU.", minimum=0, maximum=64)
     resize: str = setting("stretch", "stretch: whole frame, bilinear (as the TFLite Task Library and "
                           "libcoral); crop: center crop; letterbox: pad to the model's aspect.",
                           choices=("stretch", "crop", "letterbox"))

@@ -1,0 +1,46 @@
+"""Signals for the daemon: the handlers only queue the signal; the main loop acts on it.
+
+As in gunicorn's arbiter: a handler does nothing that could deadlock or re-enter
+(no logging, no locks), it only puts the signal number on a ``queue.SimpleQueue``,
+whose ``put`` is safe to call from a signal handler.
+"""
+
+from __future__ import annotations
+
+import queue
+import signal
+from types import FrameType, TracebackType
+from typing import Any
+
+__all__ = ["SignalQueue"]
+
+HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+class SignalQueue:
+    """Installs handlers for SIGTERM, SIGINT and SIGHUP while in its ``with`` block."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        self._queue.put(signum)  # NO logging here: just queue the signal
+
+    def get(self, timeout: float) -> int | None:
+        """The next signal received, or None after ``timeout`` seconds."""
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def __enter__(self) -> SignalQueue:
+        for signum in HANDLED:
+            self._previous[signum] = signal.signal(signum, self._handler)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
