@@ -39,6 +39,7 @@ class Outbox:
         self._resending: set[int] = set()
         self.dropped = 0
         self.delivered = 0
+        self.recovered = 0  # always 0 here; a disk spool (publish/spool.py) sets it on open
 
     def __len__(self) -> int:
         """Messages not yet delivered: pending plus in flight."""
@@ -86,6 +87,9 @@ class Outbox:
             return False
         self.delivered += 1
         return True
+
+    def flush(self) -> None:
+        """Nothing to make durable in memory (DiskOutbox syncs its file here)."""
 
     def reconnected(self) -> None:
         """Paho is about to resend what was in flight: hold new messages until it has."""
