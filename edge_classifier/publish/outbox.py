@@ -39,7 +39,6 @@ class Outbox:
         self._resending: set[int] = set()
         self.dropped = 0
         self.delivered = 0
-        self.recovered = 0  # always 0 here; a disk spool (publish/spool.py) sets it on open
 
     def __len__(self) -> int:
         """Messages not yet delivered: pending plus in flight."""

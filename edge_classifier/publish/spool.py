@@ -127,7 +127,7 @@ def _frame(magic: int, body: bytes) -> bytes:
     return _HEAD.pack(magic, len(body), zlib.crc32(body, zlib.crc32(prefix))) + body
 
 
-def encode_message(seq: int, message: Message) -> bytes:
+def _encode_message(seq: int, message: Message) -> bytes:
     """The framed record of ``message`` with sequence number ``seq``."""
     topic = message.topic.encode("utf-8")
     if len(topic) > 0xFFFF:
@@ -136,7 +136,7 @@ def encode_message(seq: int, message: Message) -> bytes:
     return _frame(_MAGIC_MESSAGE, head + topic + message.payload)
 
 
-def encode_checkpoint(floor: int, listed: tuple[int, ...]) -> bytes:
+def _encode_checkpoint(floor: int, listed: tuple[int, ...]) -> bytes:
     """The framed checkpoint: owed are ``seq >= floor`` and the ``listed`` seqs."""
     body = _CHECKPOINT.pack(floor, len(listed)) + b"".join(_SEQ.pack(seq) for seq in listed)
     return _frame(_MAGIC_CHECKPOINT, body)
@@ -250,6 +250,7 @@ class DiskOutbox(Outbox):
         self._failing = False
         self.write_errors = 0
         self._closed = False
+        self.recovered = 0  # messages owed found on open
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._lock()
         try:
@@ -282,7 +283,7 @@ class DiskOutbox(Outbox):
         if self._closed:
             return
         state = self._state()
-        if state != self._saved and self._write(encode_checkpoint(*state)):
+        if state != self._saved and self._write(_encode_checkpoint(*state)):
             self._saved = state
         if self._unsynced:
             try:
@@ -317,7 +318,7 @@ class DiskOutbox(Outbox):
         """Queue and write a message; returns how many old messages were dropped to make room."""
         if self._closed:
             raise ValueError(f"spool {self.directory} is closed")
-        record = encode_message(self._next_seq, message)
+        record = _encode_message(self._next_seq, message)
         if self._segments[-1].size >= self.segment_bytes:
             self._roll()
         seq = self._next_seq
@@ -388,7 +389,7 @@ class DiskOutbox(Outbox):
         self._segments.append(_Segment(number, path))
         self._fd = fd
         state = self._state()
-        if self._write(encode_checkpoint(*state)):
+        if self._write(_encode_checkpoint(*state)):
             self._saved = state
         try:
             _fdatasync(fd)
