@@ -78,10 +78,19 @@ class Classifier:
         self._table = input_table(self.input)
         self.top_k = top_k
         self.threshold = threshold
+        self._filter = self._build_filter(allow, deny)
+
+    def _build_filter(self, allow: Sequence[str], deny: Sequence[str]) -> LabelFilter:
         try:
-            self._filter = LabelFilter.build(self.labels, allow, deny)
+            return LabelFilter.build(self.labels, allow, deny)
         except ValueError as exc:
-            raise ConfigError([f"classify.allow/deny: {exc} ({info.path.name})"]) from exc
+            raise ConfigError([f"classify.allow/deny: {exc} ({self.engine.info.path.name})"]) from exc
+
+    def reconfigure(self, top_k: int, threshold: float, allow: Sequence[str], deny: Sequence[str]) -> None:
+        """Change the reporting settings in place (each is one attribute store, so a frame
+        classified meanwhile sees either the old or the new value of each)."""
+        label_filter = self._build_filter(allow, deny)
+        self.top_k, self.threshold, self._filter = top_k, threshold, label_filter
 
     @property
     def info(self) -> ModelInfo:
@@ -92,12 +101,19 @@ class Classifier:
         fitted = fit(image, self.input.width, self.input.height, self.resize, rgb=rgb)
         return to_input(fitted, self._table)
 
-    def predictions(self, raw: np.ndarray) -> tuple[Prediction, ...]:
-        """The reported labels from a raw model output."""
+    def scores(self, raw: np.ndarray) -> np.ndarray:
+        """One score in [0, 1] per class from a raw model output."""
         out = self.engine.info.output
-        scores = to_scores(raw, out.scale, out.zero_point)
+        return to_scores(raw, out.scale, out.zero_point)
+
+    def pick(self, scores: np.ndarray) -> tuple[Prediction, ...]:
+        """The reported labels: allow/deny, then top-k above the threshold."""
         best = top_k(scores, self.top_k, self.threshold, self._filter)
         return tuple(Prediction(i, self.labels[i], s) for i, s in best)
+
+    def predictions(self, raw: np.ndarray) -> tuple[Prediction, ...]:
+        """The reported labels from a raw model output."""
+        return self.pick(self.scores(raw))
 
     def classify(self, image: np.ndarray, rgb: bool = False) -> Classification:
         start = time.perf_counter()

@@ -29,6 +29,12 @@ def file_problems(config: Config) -> list[str]:
         problems.append(f"model.dir: {config.model.dir}: directory not found")
     if config.model.labels and not Path(config.model.labels).is_file():
         problems.append(f"model.labels: {config.model.labels}: labels file not found")
+    tls = config.mqtt.tls
+    for key, value in (("ca_file", tls.ca_file), ("cert_file", tls.cert_file), ("key_file", tls.key_file)):
+        if value and not Path(value).is_file():
+            problems.append(f"mqtt.tls.{key}: {value}: file not found")
+    if config.mqtt.password_file and not Path(config.mqtt.password_file).is_file():
+        problems.append(f"mqtt.password_file: {config.mqtt.password_file}: file not found")
     return problems
 
 

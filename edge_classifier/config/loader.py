@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import socket
 import tomllib
@@ -83,6 +84,18 @@ def _cross_checks(config: Config) -> list[str]:
         problems.append(f"source.uri: must name {what} when source.kind = {source.kind!r}")
     if (source.width == 0) != (source.height == 0):
         problems.append("source.width: width and height must be set together (or both 0)")
+    mqtt = config.mqtt
+    if mqtt.reconnect_min > mqtt.reconnect_max:
+        problems.append(f"mqtt.reconnect_min: must be <= mqtt.reconnect_max ({mqtt.reconnect_max:g}), "
+                        f"not {mqtt.reconnect_min:g}")
+    if bool(mqtt.tls.cert_file) != bool(mqtt.tls.key_file):
+        problems.append("mqtt.tls.cert_file: a client certificate needs its key_file, and a key its cert_file")
+    if (mqtt.tls.ca_file or mqtt.tls.cert_file) and not mqtt.tls.enabled:
+        problems.append("mqtt.tls.enabled: must be true when TLS files are given")
+    if mqtt.password and mqtt.password_file:
+        problems.append("mqtt.password: give password or password_file, not both")
+    if (mqtt.password or mqtt.password_file) and not mqtt.username:
+        problems.append("mqtt.username: a password needs a username")
     overlap = set(config.classify.allow) & set(config.classify.deny)
     if overlap:
         problems.append(f"classify.deny: labels both allowed and denied: {', '.join(sorted(overlap))}")
@@ -132,6 +145,8 @@ def _coerce(raw: Any, kind: Any) -> tuple[Any, str | None]:
         return raw, None if ok else f"must be an integer, not {_type_name(raw)}"
     if kind is float:
         if isinstance(raw, int | float) and not isinstance(raw, bool):
+            if not math.isfinite(raw):
+                return raw, f"must be a finite number, not {raw}"
             return float(raw), None
         return raw, f"must be a number, not {_type_name(raw)}"
     if kind is str:
@@ -173,17 +188,30 @@ def _finish(config: Config, base_dir: Path) -> Config:
     if (source.kind == "images" and source.uri) or (source.kind == "opencv" and _is_local_file(source.uri)):
         source = dataclasses.replace(source, uri=_absolute(source.uri, base_dir))
     mqtt = config.mqtt
+    tls = mqtt.tls
+    tls = dataclasses.replace(
+        tls,
+        ca_file=_absolute(tls.ca_file, base_dir) if tls.ca_file else "",
+        cert_file=_absolute(tls.cert_file, base_dir) if tls.cert_file else "",
+        key_file=_absolute(tls.key_file, base_dir) if tls.key_file else "",
+    )
     mqtt = dataclasses.replace(
         mqtt,
         topic_prefix=mqtt.topic_prefix.replace("{device_id}", device_id),
         client_id=mqtt.client_id or f"edge-classifier-{device_id}",
+        password_file=_absolute(mqtt.password_file, base_dir) if mqtt.password_file else "",
+        tls=tls,
     )
+    publish = config.publish
+    if publish.spool_dir:
+        publish = dataclasses.replace(publish, spool_dir=_absolute(publish.spool_dir, base_dir))
     return dataclasses.replace(
         config,
         device=dataclasses.replace(config.device, id=device_id),
         model=model,
         source=source,
         mqtt=mqtt,
+        publish=publish,
     )
 
 

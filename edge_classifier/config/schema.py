@@ -13,12 +13,15 @@ from edge_classifier.config.fields import setting
 
 __all__ = [
     "ClassifyConfig",
+    "CommandsConfig",
     "Config",
     "DeviceConfig",
+    "HomeAssistantConfig",
     "ModelConfig",
     "MqttConfig",
     "PublishConfig",
     "SourceConfig",
+    "TlsConfig",
 ]
 
 DEFAULT_MODEL = "demo_shapes_mobilenet_v2_035_96_quant.tflite"
@@ -126,6 +129,15 @@ class ClassifyConfig:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class TlsConfig:
+    enabled: bool = setting(False, "Connect with TLS.")
+    ca_file: str = setting("", "CA certificate(s) to verify the broker with; empty means the system's CAs.")
+    cert_file: str = setting("", "Client certificate, for brokers that require one (mTLS).")
+    key_file: str = setting("", "The client certificate's private key.")
+    insecure: bool = setting(False, "Do not check the broker's host name against its certificate (testing only).")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class MqttConfig:
     enabled: bool = setting(True, "Publish to an MQTT broker.")
     host: str = setting("localhost", "Broker host name or address.")
@@ -136,12 +148,50 @@ class MqttConfig:
     client_id: str = setting("", "MQTT client id; empty means edge-classifier-{device_id}.")
     protocol: str = setting("5", "MQTT protocol version.", choices=("5", "3.1.1"))
     keepalive: int = setting(30, "Keepalive in seconds.", minimum=5, maximum=65535)
+    username: str = setting("", "User name; empty means no login.")
+    password_file: str = setting("", "File holding the password (trailing newline ignored); empty means "
+                                 "$CREDENTIALS_DIRECTORY/mqtt-password under systemd, else `password`.")
+    password: str = setting("", "The password itself; prefer password_file.", secret=True)
+    reconnect_min: float = setting(1.0, "First wait in seconds before reconnecting.", minimum=0.1, maximum=3600)
+    reconnect_max: float = setting(60.0, "Longest wait between reconnects (the backoff doubles up to it).",
+                                   minimum=0.1, maximum=3600)
+    tls: TlsConfig = dataclasses.field(default_factory=TlsConfig)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class PublishConfig:
     mode: str = setting("every", "every: each result; change: when the top label changes.",
                         choices=("every", "change"))
+    retain: bool = setting(False, "Publish results retained.")
+    heartbeat: float = setting(60.0, "change mode: republish the current result after this many seconds "
+                               "without a change; 0 = never.", minimum=0)
+    hysteresis: float = setting(0.05, "change mode: a new top label must lead the published one by this "
+                                "much of score.", minimum=0, maximum=1)
+    min_interval: float = setting(0.0, "At most one result per this many seconds; 0 = no limit.", minimum=0)
+    smoothing: int = setting(1, "Average scores over the last N frames before top-k; 1 = off.",
+                             minimum=1, maximum=1000)
+    spool_dir: str = setting("", "Keep undelivered messages on disk here (survives restarts and power "
+                             "cuts); empty means in memory.")
+    spool_max_messages: int = setting(10000, "Undelivered messages kept at most (oldest dropped first).",
+                                      minimum=1)
+    spool_max_bytes: int = setting(16 * 1024 * 1024, "Undelivered bytes kept at most (oldest dropped first).",
+                                   minimum=1024)
+    stats_interval: float = setting(30.0, "Seconds between {prefix}/stats messages; 0 = none.", minimum=0)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CommandsConfig:
+    enabled: bool = setting(True, "Listen on {prefix}/cmd/{name}.")
+    fleet: bool = setting(True, "Also listen on edge-classifier/all/cmd/{name}.")
+    max_payload: int = setting(65536, "Largest command payload in bytes; larger ones get an error reply.",
+                               minimum=64, maximum=64 * 1024 * 1024)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HomeAssistantConfig:
+    enabled: bool = setting(False, "Publish Home Assistant MQTT discovery.")
+    discovery_prefix: str = setting("homeassistant", "Home Assistant's discovery prefix.",
+                                    check=_topic_prefix)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -152,3 +202,5 @@ class Config:
     classify: ClassifyConfig = dataclasses.field(default_factory=ClassifyConfig)
     mqtt: MqttConfig = dataclasses.field(default_factory=MqttConfig)
     publish: PublishConfig = dataclasses.field(default_factory=PublishConfig)
+    commands: CommandsConfig = dataclasses.field(default_factory=CommandsConfig)
+    homeassistant: HomeAssistantConfig = dataclasses.field(default_factory=HomeAssistantConfig)

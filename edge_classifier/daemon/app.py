@@ -1,7 +1,8 @@
 """The daemon's lifecycle: startup -> main loop -> shutdown.
 
-The main thread owns the lifecycle and does no frame work: it waits for signals (queued
-by their handlers), reloads on SIGHUP, feeds the systemd watchdog, and notices when the
+The main thread owns the lifecycle and does no frame work: it waits on the control queue
+for signals (queued by their handlers) and command requests (queued by paho's thread),
+reloads on SIGHUP, publishes stats, feeds the systemd watchdog, and notices when the
 pipeline has finished (a finite source ended, or ``--max-frames`` reached). Shutdown
 tears down in reverse order with a time limit: stop taking frames, finish the frames in
 flight, deliver what is queued, say ``offline``, close the models.
@@ -17,13 +18,25 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, TextIO
 
+import cv2
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge_classifier import __version__
 from edge_classifier.config import Config, load_config
+from edge_classifier.control.commands import CommandHandler
+from edge_classifier.control.requests import FLEET_PREFIX, Request, command_name, parse_arguments
+from edge_classifier.daemon import telemetry
 from edge_classifier.daemon.models import open_model_set
 from edge_classifier.daemon.pipeline import ModelSet, Outcome, Pipeline
-from edge_classifier.daemon.signals import SignalQueue
+from edge_classifier.daemon.signals import ControlQueue
 from edge_classifier.errors import EdgeClassifierError
 from edge_classifier.publish.connection import MqttConnection
-from edge_classifier.publish.publisher import Publisher, Topics
+from edge_classifier.publish.outbox import Message, Outbox
+from edge_classifier.publish.payload import encode
+from edge_classifier.publish.policy import PublishPolicy
+from edge_classifier.publish.publisher import OutboxLike, Publisher, Topics
 from edge_classifier.service.systemd import Notifier, WatchdogGate
 from edge_classifier.source.capture import Capture
 from edge_classifier.source.registry import open_source
@@ -33,7 +46,7 @@ __all__ = ["Daemon"]
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 5.0  # SIGTERM to exit, at most
-_TICK = 0.25  # main loop period: watchdog, status, pipeline end
+_TICK = 0.25  # main loop period: watchdog, stats, pipeline end
 
 
 class Daemon:
@@ -54,22 +67,26 @@ class Daemon:
         self._stdout = stdout
         self.notifier = notifier or Notifier.from_env()
         self.watchdog = WatchdogGate(self.notifier)
+        self.topics = Topics(config.mqtt.topic_prefix)
         self.models: ModelSet | None = None
         self.capture: Capture | None = None
         self.pipeline: Pipeline | None = None
         self.publisher: Publisher | None = None
         self.connection: MqttConnection | None = None
+        self.commands = CommandHandler(self)
+        self.control = ControlQueue()
         self.started = time.monotonic()
+        self._stats_last = (time.monotonic(), 0, 0)  # time, frames captured, results published
 
     # --- lifecycle ----------------------------------------------------------------------
 
     def run(self) -> int:
-        with SignalQueue() as signals, ExitStack() as stack:
+        with self.control as control, ExitStack() as stack:
             stack.callback(self.notifier.close)
             self._startup(stack)
-            code = self._main_loop(signals)
+            code = self._main_loop(control)
             self.notifier.stopping()
-            self._shutdown(signals)
+            self._shutdown(control)
             return code
 
     def _startup(self, stack: ExitStack) -> None:
@@ -80,30 +97,69 @@ class Daemon:
         log.info("model %s (%s, sha256 %s…) on %s with %d interpreter(s), %s", info.name, info.path,
                  info.sha256[:12], info.accelerator, len(self.models.classifiers), info.runtime)
         self.publisher = self._open_publisher(config)
+        stack.callback(self._close_outbox)
         if info.fallback:
             self.publisher.event("accelerator_fallback", model=info.name, accelerator=info.accelerator,
                                  reason=info.fallback)
         self.capture = self._open_capture(config)
-        self.pipeline = Pipeline(self.capture, self.models, self._emit, max_frames=self.max_frames).start()
+        self.pipeline = Pipeline(self.capture, self.models, self._emit, max_frames=self.max_frames,
+                                 smoothing=config.publish.smoothing).start()
         self.notifier.ready(self._status_line())
 
     def _open_publisher(self, config: Config) -> Publisher:
-        topics = Topics(config.mqtt.topic_prefix)
         connection = None
+        outbox: OutboxLike = Outbox(config.publish.spool_max_messages, config.publish.spool_max_bytes)
         if config.mqtt.enabled:
-            connection = MqttConnection(config.mqtt, status_topic=topics.status)
-        publisher = Publisher(config.device.id, topics, connection=connection, qos=config.mqtt.qos,
-                              stdout=self._stdout, on_published=self._published)
+            subscriptions: list[str] = []
+            if config.commands.enabled:
+                subscriptions.append(self.topics.commands)
+                if config.commands.fleet:
+                    subscriptions.append(f"{FLEET_PREFIX}/cmd/+")
+            if config.homeassistant.enabled:
+                from edge_classifier.publish import homeassistant
+
+                subscriptions.append(homeassistant.birth_topic(config.homeassistant.discovery_prefix))
+            connection = MqttConnection(config.mqtt, status_topic=self.topics.status,
+                                        on_message=self._on_message, subscriptions=tuple(subscriptions))
+            if config.publish.spool_dir:
+                outbox = self._disk_outbox(config)
+        publisher = Publisher(
+            config.device.id, self.topics, connection=connection, qos=config.mqtt.qos,
+            retain=config.publish.retain, stdout=self._stdout, outbox=outbox,
+            policy=_policy(config), retained_state=self._retained_state, on_published=self._published,
+        )
         publisher.start()
         if connection is not None:
             connection.start()
         self.connection = connection
         return publisher
 
+    def _disk_outbox(self, config: Config) -> OutboxLike:
+        from edge_classifier.publish.spool import DiskOutbox
+
+        try:
+            outbox = DiskOutbox(Path(config.publish.spool_dir), config.publish.spool_max_messages,
+                                config.publish.spool_max_bytes)
+        except OSError as exc:
+            from edge_classifier.errors import ConfigError
+
+            raise ConfigError([f"publish.spool_dir: cannot use {config.publish.spool_dir}: {exc}"]) from exc
+        if outbox.recovered:
+            log.info("spool: %d undelivered messages recovered from %s", outbox.recovered, config.publish.spool_dir)
+        return outbox
+
+    def _close_outbox(self) -> None:
+        outbox = self.publisher.outbox if self.publisher else None
+        close = getattr(outbox, "close", None)
+        if callable(close):
+            close()
+
     def _open_capture(self, config: Config) -> Capture:
         assert self.models is not None
         shape = self.models.info.input.shape
-        source = open_source(config.source, config.mqtt, input_size=(shape[2], shape[1]))
+        # The Pi camera's model-sized lores stream is a whole-frame stretch: only for `stretch`.
+        input_size = (shape[2], shape[1]) if config.model.resize == "stretch" else None
+        source = open_source(config.source, config.mqtt, input_size=input_size)
         publisher = self.publisher
         assert publisher is not None
 
@@ -112,18 +168,23 @@ class Daemon:
             publisher.event(name, **details)
 
         capture = Capture.from_config(source, config.source, on_event=on_event)
+        self.capture = capture
         return capture.start()
 
-    def _main_loop(self, signals: SignalQueue) -> int:
+    def _main_loop(self, control: ControlQueue) -> int:
         assert self.pipeline is not None
-        status_due = 0.0
+        status_due = stats_due = 0.0
         while True:
-            signum = signals.get(_TICK)
-            if signum in (signal.SIGTERM, signal.SIGINT):
-                log.info("received %s: stopping", signal.Signals(signum).name)
+            item = control.get(_TICK)
+            if item in (signal.SIGTERM, signal.SIGINT):
+                log.info("received %s: stopping", signal.Signals(item).name)
                 return 0
-            if signum == signal.SIGHUP:
+            if item == signal.SIGHUP:
                 self.reload()
+            elif isinstance(item, Request):
+                self._answer(item)
+            elif isinstance(item, paho.MQTTMessage):
+                self._on_birth(item)
             if self.pipeline.finished.is_set():
                 capture = self.pipeline.capture
                 if capture.error is not None:
@@ -136,8 +197,13 @@ class Daemon:
             if now >= status_due and self.notifier.enabled:
                 self.notifier.status(self._status_line())
                 status_due = now + 5.0
+            interval = self.config.publish.stats_interval
+            if interval and now >= stats_due:
+                if stats_due:
+                    self._publish_stats()
+                stats_due = now + interval
 
-    def _shutdown(self, signals: SignalQueue) -> None:
+    def _shutdown(self, control: ControlQueue) -> None:
         """Stop within STOP_TIMEOUT: finish in-flight frames, deliver, say offline.
 
         A second SIGTERM/SIGINT meanwhile forces the exit at once.
@@ -148,7 +214,7 @@ class Daemon:
             pipeline.stop()
             pipeline.capture.stop()
             while not pipeline.join(0.05):
-                if signals.get(0) in (signal.SIGTERM, signal.SIGINT):
+                if control.get(0) in (signal.SIGTERM, signal.SIGINT):
                     self._force_exit()
                 if time.monotonic() > deadline - 2.0:
                     log.warning("shutdown: frames still in flight after the time limit")
@@ -180,38 +246,217 @@ class Daemon:
             return "starting"
         info = models.info
         results = self.publisher.results if self.publisher else 0
-        elapsed = max(1e-9, time.monotonic() - self.started)
-        return f"{info.name} on {info.accelerator}, {results} results, {results / elapsed:.1f}/s"
+        paused = ", paused" if self.pipeline and self.pipeline.paused else ""
+        return f"{info.name} on {info.accelerator}, {results} results{paused}"
+
+    # --- MQTT: commands, Home Assistant, stats -------------------------------------------
+
+    def _on_message(self, message: paho.MQTTMessage) -> None:
+        """Crossing: paho's network thread; only queues for the main loop."""
+        if message.topic.endswith("/cmd/" + message.topic.rsplit("/", 1)[-1]):
+            properties = getattr(message, "properties", None)
+            self.control.put(Request(
+                topic=message.topic, payload=bytes(message.payload), retain=bool(message.retain),
+                response_topic=getattr(properties, "ResponseTopic", None),
+                correlation_data=getattr(properties, "CorrelationData", None),
+            ))
+        else:
+            self.control.put(message)
+
+    def _answer(self, request: Request) -> None:
+        if request.retain:
+            log.info("ignoring a stale retained command on %s", request.topic)
+            return
+        name = command_name(request.topic, (self.topics.prefix, FLEET_PREFIX))
+        if name is None:
+            return
+        arguments, error = parse_arguments(request.payload, self.config.commands.max_payload)
+        reply = {"ok": False, "error": error} if error else self.commands.handle(name, arguments)
+        reply = {"command": name, **reply}
+        request_id = arguments.get("request_id")
+        if request_id is not None:
+            reply["request_id"] = request_id
+        if not reply["ok"]:
+            log.warning("command %s from %s refused: %s", name, request.topic, reply["error"])
+        self._reply(name, request, reply)
+
+    def _reply(self, name: str, request: Request, reply: dict[str, Any]) -> None:
+        connection = self.connection
+        if connection is None:
+            return
+        if connection.v5 and request.response_topic:
+            properties = Properties(PacketTypes.PUBLISH)
+            if request.correlation_data is not None:
+                properties.CorrelationData = request.correlation_data
+            connection.publish(request.response_topic, encode(reply), qos=1, properties=properties)
+        else:
+            connection.publish(self.topics.reply(name), encode(reply), qos=1)
+
+    def _on_birth(self, message: paho.MQTTMessage) -> None:
+        from edge_classifier.publish import homeassistant
+
+        ha = self.config.homeassistant
+        if ha.enabled and message.topic == homeassistant.birth_topic(ha.discovery_prefix) \
+                and homeassistant.is_birth(bytes(message.payload)) and self.publisher:
+            log.info("Home Assistant is online: publishing discovery again")
+            self.publisher.republish_state()
+
+    def _retained_state(self) -> list[Message]:
+        """Called by the publish thread after each connect, before `online`."""
+        ha = self.config.homeassistant
+        if not ha.enabled:
+            return []
+        from edge_classifier.publish import homeassistant
+
+        model = self.models.info.name if self.models else "edge-classifier"
+        return homeassistant.discovery_messages(
+            device_id=self.config.device.id, prefix=self.topics.prefix, discovery_prefix=ha.discovery_prefix,
+            model_name=model, sw_version=__version__)
+
+    def stats(self) -> dict[str, Any]:
+        assert self.pipeline is not None and self.publisher is not None and self.models is not None
+        now = time.monotonic()
+        capture = self.pipeline.capture
+        then, frames_then, results_then = self._stats_last
+        elapsed = max(1e-6, now - then)
+        frames, results = capture.frames, self.publisher.results
+        self._stats_last = (now, frames, results)
+        latencies = self.publisher.take_latencies()
+        info = self.models.info
+        return {
+            "schema": 1,
+            "device": self.config.device.id,
+            "fps_in": round((frames - frames_then) / elapsed, 2),
+            "fps_out": round((results - results_then) / elapsed, 2),
+            "frames": frames,
+            "results": results,
+            "dropped": capture.dropped,
+            "inference_ms_p50": telemetry.percentile(latencies, 50),
+            "inference_ms_p95": telemetry.percentile(latencies, 95),
+            "accelerator": info.accelerator,
+            "model": info.name,
+            "paused": self.pipeline.paused,
+            "uptime_s": round(now - self.started, 1),
+            "spool_depth": len(self.publisher.outbox),
+            "spool_dropped": self.publisher.outbox.dropped,
+            "rss_mb": telemetry.rss_mb(),
+            "cpu_temp_c": telemetry.cpu_temperature(),
+        }
+
+    def _publish_stats(self) -> None:
+        stats = self.stats()
+        if self.connection is not None and self.connection.connected.is_set():
+            self.connection.publish(self.topics.stats, encode(stats), qos=0)
+
+    # --- what commands call (main thread) ------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """The full state, for the status command."""
+        assert self.pipeline is not None and self.models is not None
+        info = self.models.info
+        capture = self.pipeline.capture
+        classifier = self.models.classifiers[0]
+        return {
+            "device": self.config.device.id,
+            "version": __version__,
+            "paused": self.pipeline.paused,
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "model": {"name": info.name, "path": str(info.path), "sha256": info.sha256,
+                      "accelerator": info.accelerator, "fallback": info.fallback, "runtime": info.runtime,
+                      "classes": info.classes, "labels": classifier.label_source,
+                      "input": list(info.input.shape), "interpreters": len(self.models.classifiers)},
+            "source": {"name": capture.source.name, "kind": self.config.source.kind, "frames": capture.frames,
+                       "dropped": capture.dropped, "failures": capture.failures},
+            "mqtt": {"connected": bool(self.connection and self.connection.connected.is_set())},
+            "settings": self.runtime_settings(),
+            "stats": {"results": self.publisher.results if self.publisher else 0,
+                      "spool_depth": len(self.publisher.outbox) if self.publisher else 0},
+        }
+
+    def runtime_settings(self) -> dict[str, Any]:
+        c = self.config
+        return {"classify": {"top_k": c.classify.top_k, "threshold": c.classify.threshold,
+                             "allow": list(c.classify.allow), "deny": list(c.classify.deny)},
+                "source": {"fps": c.source.fps},
+                "publish": {"mode": c.publish.mode, "heartbeat": c.publish.heartbeat,
+                            "hysteresis": c.publish.hysteresis, "min_interval": c.publish.min_interval,
+                            "smoothing": c.publish.smoothing}}
+
+    def set_paused(self, paused: bool) -> None:
+        assert self.pipeline is not None
+        if paused:
+            self.pipeline.pause()
+        else:
+            self.pipeline.resume()
+        # A paused daemon is healthy without frames: keep the systemd watchdog fed.
+        self.watchdog.set_idle_ok(paused)
+        log.info("%s", "paused" if paused else "resumed")
+
+    def apply_runtime(self, new: Config) -> None:
+        """Apply changed runtime settings (already validated) in place."""
+        assert self.pipeline is not None and self.publisher is not None and self.models is not None
+        c = new.classify
+        for classifier in self.models.classifiers:
+            classifier.reconfigure(c.top_k, c.threshold, c.allow, c.deny)
+        self.pipeline.capture.set_fps(new.source.fps)
+        if new.publish != self.config.publish:
+            self.publisher.set_policy(_policy(new))
+            self.pipeline.set_smoothing(new.publish.smoothing)
+        self.config = new
+
+    def snapshot(self) -> dict[str, Any]:
+        assert self.pipeline is not None
+        frame = self.pipeline.capture.last_frame
+        if frame is None:
+            from edge_classifier.control.commands import CommandError
+
+            raise CommandError("no frame captured yet")
+        image = cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR) if frame.rgb else frame.image
+        ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        if not ok:
+            from edge_classifier.control.commands import CommandError
+
+            raise CommandError("could not encode the frame as JPEG")
+        data = jpeg.tobytes()
+        if self.connection is not None:
+            self.connection.publish(self.topics.snapshot, data, qos=1)
+        return {"topic": self.topics.snapshot, "bytes": len(data), "frame": frame.index, "source": frame.source,
+                "width": frame.size[0], "height": frame.size[1]}
 
     # --- reload -------------------------------------------------------------------------
 
-    def reload(self) -> bool:
-        """SIGHUP: load the config again and apply what changed; a bad config changes nothing."""
+    def reload(self) -> str | None:
+        """SIGHUP or the reload command: load the config again and apply what changed.
+
+        Returns None when applied, else why not; a bad config changes nothing.
+        """
         self.notifier.reloading()
+        self.watchdog.set_idle_ok(True)
         try:
-            try:
-                config, _ = load_config(str(self.config_path) if self.config_path else None)
-            except EdgeClassifierError as exc:
-                log.error("reload: keeping the running configuration: %s", exc)
-                if self.publisher:
-                    self.publisher.event("config_rejected", reason=str(exc))
-                return False
-            try:
-                self._apply(config)
-            except EdgeClassifierError as exc:
-                log.error("reload: keeping the running configuration: %s", exc)
-                if self.publisher:
-                    self.publisher.event("config_rejected", reason=str(exc))
-                return False
-            log.info("reload: configuration applied")
-            return True
+            config, _ = load_config(str(self.config_path) if self.config_path else None)
+            self._apply(config)
+        except EdgeClassifierError as exc:
+            log.error("reload: keeping the running configuration: %s", exc)
+            if self.publisher:
+                self.publisher.event("config_rejected", reason=str(exc))
+            return str(exc)
         finally:
+            self.watchdog.set_idle_ok(bool(self.pipeline and self.pipeline.paused))
             self.notifier.ready(self._status_line())
+        log.info("reload: configuration applied")
+        return None
 
     def _apply(self, new: Config) -> None:
         old = self.config
         assert self.pipeline is not None and self.publisher is not None
-        if new.model != old.model or new.classify != old.classify:
+        needs_restart = [name for name in ("mqtt", "device", "commands", "homeassistant")
+                         if getattr(new, name) != getattr(old, name)]
+        for key in ("spool_dir", "spool_max_messages", "spool_max_bytes", "retain", "stats_interval"):
+            if getattr(new.publish, key) != getattr(old.publish, key):
+                needs_restart.append(f"publish.{key}")
+        if needs_restart:
+            raise ConfigChangeNeedsRestart(", ".join(needs_restart))
+        if new.model != old.model:
             models = open_model_set(new.model, new.classify)  # fails before anything changes
             if len(models.classifiers) != len(self.pipeline.models.classifiers):
                 models.close()
@@ -220,12 +465,15 @@ class Daemon:
             self.models = models
             info = models.info
             self.publisher.event("model_swapped", model=info.name, sha256=info.sha256, accelerator=info.accelerator)
-        if new.mqtt != old.mqtt or new.device != old.device or new.publish != old.publish:
-            raise ConfigChangeNeedsRestart("[mqtt], [device] and [publish]")
         if new.source != old.source:
             old_capture = self.pipeline.replace_capture(self._open_capture(new))
             old_capture.close()
-        self.config = new
+        self.apply_runtime(new)
+
+
+def _policy(config: Config) -> PublishPolicy:
+    p = config.publish
+    return PublishPolicy(mode=p.mode, hysteresis=p.hysteresis, min_interval=p.min_interval, heartbeat=p.heartbeat)
 
 
 class ConfigChangeNeedsRestart(EdgeClassifierError):
@@ -235,5 +483,3 @@ class ConfigChangeNeedsRestart(EdgeClassifierError):
 
     def __init__(self, what: str) -> None:
         super().__init__(f"changes to {what} need a restart (systemctl restart edge-classifier)")
-
-

@@ -26,8 +26,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from edge_classifier.classifier import Classifier
 from edge_classifier.engine.interpreter import ModelInfo
+from edge_classifier.postprocess.smoothing import ScoreWindow
 from edge_classifier.results import Classification
 from edge_classifier.source.base import Frame
 from edge_classifier.source.capture import Capture
@@ -45,6 +48,8 @@ class Outcome:
     frame: Frame
     classification: Classification | None
     error: str | None = None  # why the frame could not be classified
+    scores: np.ndarray | None = None  # every class's score, kept only while smoothing
+    classifier: Classifier | None = None
 
 
 class ModelSet:
@@ -96,10 +101,12 @@ class ModelSet:
 
 
 class _Reorder:
-    """Releases outcomes in ``seq`` order, whatever order the workers finish in."""
+    """Releases outcomes in ``seq`` order, whatever order the workers finish in; with a
+    smoothing window, replaces each result's top labels with those of the mean scores."""
 
     def __init__(self, emit: Callable[[Outcome], None]) -> None:
         self._emit = emit
+        self.window: ScoreWindow | None = None
         self._lock = threading.Lock()
         self._waiting: dict[int, Outcome] = {}
         self._next = 0
@@ -113,9 +120,18 @@ class _Reorder:
                 ready = self._waiting.pop(self._next)
                 self._next += 1
                 try:
-                    self._emit(ready)
+                    self._emit(self._smooth(ready))
                 except Exception:
                     log.exception("pipeline: emitting frame %d failed", ready.seq)
+
+
+    def _smooth(self, outcome: Outcome) -> Outcome:
+        window, result = self.window, outcome.classification
+        if window is None or result is None or outcome.scores is None or outcome.classifier is None:
+            return outcome
+        mean = window.add((outcome.frame.source, result.model.sha256), outcome.scores)
+        top = outcome.classifier.pick(mean)
+        return dataclasses.replace(outcome, classification=dataclasses.replace(result, top=top), scores=None)
 
 
 class Pipeline:
@@ -128,10 +144,12 @@ class Pipeline:
         emit: Callable[[Outcome], None],
         *,
         max_frames: int | None = None,
+        smoothing: int = 1,
     ) -> None:
         self.capture = capture
         self._models = models
         self._reorder = _Reorder(emit)
+        self.set_smoothing(smoothing)
         self._take_lock = threading.Lock()
         self._seq = 0
         self._max_frames = max_frames
@@ -175,6 +193,10 @@ class Pipeline:
         with self._take_lock:
             old, self.capture = self.capture, capture
         return old
+
+    def set_smoothing(self, frames: int) -> None:
+        """Average scores over the last ``frames`` frames (1 = off) from the next result on."""
+        self._reorder.window = ScoreWindow(frames) if frames > 1 else None
 
     def pause(self) -> None:
         self._paused.set()
@@ -237,14 +259,17 @@ class Pipeline:
 
     def _classify(self, seq: int, frame: Frame, classifier: Classifier) -> Outcome:
         start = time.perf_counter()
+        smoothing = self._reorder.window is not None
         try:
             tensor = classifier.prepare(frame.image, frame.rgb)
             raw, inference_ms = classifier.engine.timed_invoke(tensor)
-            top = classifier.predictions(raw)
+            scores = classifier.scores(raw)
+            top = classifier.pick(scores)
         except Exception as exc:
             # One bad frame (or a failing engine) must not end the worker.
             self.failed += 1
             log.exception("pipeline: frame %d from %s failed", frame.index, frame.source)
             return Outcome(seq, frame, None, f"{type(exc).__name__}: {exc}")
         total_ms = (time.perf_counter() - start) * 1000.0
-        return Outcome(seq, frame, Classification(top, classifier.info, inference_ms, total_ms))
+        return Outcome(seq, frame, Classification(top, classifier.info, inference_ms, total_ms),
+                       scores=scores if smoothing else None, classifier=classifier if smoothing else None)

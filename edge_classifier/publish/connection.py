@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -19,8 +22,47 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_classifier.config.schema import MqttConfig
+from edge_classifier.errors import ConfigError
 
-__all__ = ["MqttConnection"]
+__all__ = ["CREDENTIAL_NAME", "MqttConnection", "resolve_password"]
+
+CREDENTIAL_NAME = "mqtt-password"  # the systemd credential (LoadCredential=mqtt-password:...)
+
+
+def resolve_password(config: MqttConfig, environ: Mapping[str, str] = os.environ) -> str | None:
+    """The broker password: ``password_file``, else the systemd credential, else ``password``.
+
+    A trailing newline is ignored and an empty password means none. Never logged.
+    """
+    path: Path | None = None
+    key = "mqtt.password_file"
+    if config.password_file:
+        path = Path(config.password_file)
+    elif environ.get("CREDENTIALS_DIRECTORY"):
+        candidate = Path(environ["CREDENTIALS_DIRECTORY"]) / CREDENTIAL_NAME
+        if candidate.is_file():
+            path, key = candidate, "$CREDENTIALS_DIRECTORY/" + CREDENTIAL_NAME
+    if path is None:
+        return config.password or None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{key}: cannot read {path}: {getattr(exc, 'strerror', None) or exc}"]) from exc
+    return text.rstrip("\r\n") or None
+
+
+class _Client(paho.Client):
+    """paho's client, remembering why the last connection attempt failed (paho's
+    ``on_connect_fail`` callback is not told)."""
+
+    last_connect_error: BaseException | None = None
+
+    def reconnect(self) -> paho.MQTTErrorCode:
+        try:
+            return super().reconnect()
+        except OSError as exc:
+            self.last_connect_error = exc
+            raise
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +71,11 @@ STATUS_OFFLINE = b"offline"
 
 
 class MqttConnection:
-    """Owns the paho client. ``start()`` returns at once; the broker may come later."""
+    """Owns the paho client. ``start()`` returns at once; the broker may come later.
+
+    After each (re)connect it renews ``subscriptions`` and calls ``on_connected``, whose
+    owner publishes the retained ``online`` once its own state is out (``publish_online``).
+    """
 
     def __init__(
         self,
@@ -39,8 +85,8 @@ class MqttConnection:
         on_connected: Callable[[], None] | None = None,
         on_disconnected: Callable[[], None] | None = None,
         on_published: Callable[[int], None] | None = None,
-        reconnect_min: float = 1.0,
-        reconnect_max: float = 30.0,
+        on_message: Callable[[paho.MQTTMessage], None] | None = None,
+        subscriptions: tuple[str, ...] = (),
     ) -> None:
         self.config = config
         self.status_topic = status_topic
@@ -48,21 +94,32 @@ class MqttConnection:
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected
         self._on_published = on_published
-        self._last_refusal: str | None = None
+        self._on_message = on_message
+        self.subscriptions = subscriptions
+        self._last_problem: str | None = None
         self._closed = False
         self.v5 = config.protocol == "5"
-        client = paho.Client(
+        client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=config.client_id,
             protocol=paho.MQTTv5 if self.v5 else paho.MQTTv311,
         )
-        client.enable_logger(logging.getLogger("edge_classifier.paho"))
-        client.reconnect_delay_set(min_delay=max(1, round(reconnect_min)), max_delay=max(1, round(reconnect_max)))
+        if log.isEnabledFor(logging.DEBUG):
+            # paho's own log repeats every failed reconnect at ERROR; ours says it once.
+            client.enable_logger(logging.getLogger("edge_classifier.paho"))
+        if config.username:
+            client.username_pw_set(config.username, resolve_password(config))
+        if config.tls.enabled:
+            _set_tls(client, config)
+        # paho's hint says int, but its backoff works on any number of seconds.
+        client.reconnect_delay_set(min_delay=config.reconnect_min, max_delay=config.reconnect_max)  # type: ignore[arg-type]
         client.will_set(status_topic, STATUS_OFFLINE, qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
-        self.client = client
+        client.on_connect_fail = self._on_connect_fail
+        client.on_message = self._on_message_received
+        self.client: _Client = client
 
     def start(self) -> None:
         """Connect in the background; a broker that is down now is retried by paho's loop."""
@@ -72,6 +129,9 @@ class MqttConnection:
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False,
                 properties: Any = None) -> paho.MQTTMessageInfo:
         return self.client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+
+    def publish_online(self) -> None:
+        self.client.publish(self.status_topic, STATUS_ONLINE, qos=1, retain=True)
 
     def close(self, timeout: float = 2.0) -> None:
         """Publish ``offline`` (retained), wait for it up to ``timeout``, disconnect. Idempotent."""
@@ -91,15 +151,12 @@ class MqttConnection:
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode,
                     properties: Any) -> None:
         if reason.is_failure:
-            text = str(reason)
-            if text != self._last_refusal:  # a refused login is logged once, not every retry
-                log.error("MQTT broker %s:%d refused the connection: %s (retrying)",
-                          self.config.host, self.config.port, text)
-                self._last_refusal = text
+            self._problem(f"refused the connection: {reason}", logging.ERROR)
             return
-        self._last_refusal = None
+        self._last_problem = None
         log.info("MQTT connected to %s:%d", self.config.host, self.config.port)
-        client.publish(self.status_topic, STATUS_ONLINE, qos=1, retain=True)
+        if self.subscriptions:
+            client.subscribe([(topic, 1) for topic in self.subscriptions])
         self.connected.set()
         if self._on_connected:
             self._on_connected()
@@ -113,7 +170,47 @@ class MqttConnection:
         if self._on_disconnected:
             self._on_disconnected()
 
+    def _on_message_received(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        if self._on_message:
+            self._on_message(message)
+
+    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        error = self.client.last_connect_error
+        if isinstance(error, ssl.SSLError):
+            self._problem(f"TLS handshake failed: {error}", logging.ERROR)
+        else:
+            reason = getattr(error, "strerror", None) or error or "unknown reason"
+            self._problem(f"is unreachable: {reason}", logging.WARNING)
+
+    def _problem(self, text: str, level: int) -> None:
+        """Log a connection problem once, not at every retry; a different one is logged again."""
+        if text != self._last_problem:
+            self._last_problem = text
+            log.log(level, "MQTT broker %s:%d %s (retrying with backoff up to %gs)",
+                    self.config.host, self.config.port, text, self.config.reconnect_max)
+
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode,
                     properties: Any) -> None:
         if self._on_published:
             self._on_published(mid)
+
+
+def _set_tls(client: paho.Client, config: MqttConfig) -> None:
+    tls = config.tls
+    missing = [f"mqtt.tls.{key}: {path}: file not found"
+               for key, path in (("ca_file", tls.ca_file), ("cert_file", tls.cert_file), ("key_file", tls.key_file))
+               if path and not Path(path).is_file()]
+    if missing:
+        raise ConfigError(missing)
+    try:
+        client.tls_set(
+            ca_certs=tls.ca_file or None,
+            certfile=tls.cert_file or None,
+            keyfile=tls.key_file or None,
+            cert_reqs=ssl.CERT_REQUIRED,
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        files = ", ".join(f for f in (tls.ca_file, tls.cert_file, tls.key_file) if f)
+        raise ConfigError([f"mqtt.tls: cannot load the TLS files ({files}): {exc}"]) from exc
+    client.tls_insecure_set(tls.insecure)

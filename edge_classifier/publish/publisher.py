@@ -2,30 +2,49 @@
 
 Everything reaches this thread through one queue (``_inbox``): results from the pipeline's
 workers, events from anywhere, and paho's connect/disconnect/ack notifications. So the
-outbox and the sinks are only ever touched here, and nobody else ever waits for the
-network: ``submit_*`` never blocks.
+outbox, the publish policy and the sinks are only ever touched here, and nobody else ever
+waits for the network: ``submit``/``event`` never block.
+
+After each (re)connect this thread publishes the retained state first (Home Assistant
+discovery, when enabled) and then the retained ``online`` status.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
-import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from edge_classifier.daemon.pipeline import Outcome
 from edge_classifier.publish.connection import MqttConnection
 from edge_classifier.publish.outbox import Message, Outbox
 from edge_classifier.publish.payload import encode, event_payload, result_payload
+from edge_classifier.publish.policy import PublishPolicy
 
-__all__ = ["Publisher", "Topics"]
+__all__ = ["OutboxLike", "Publisher", "Topics"]
 
 log = logging.getLogger(__name__)
 
 _WINDOW = 64  # messages in flight at once (unacknowledged by the broker)
+_OVERFLOW_EVENT_EVERY = 10.0  # seconds between spool_overflow events while dropping
+
+
+class OutboxLike(Protocol):
+    """What the publisher needs of an outbox (in memory: Outbox; on disk: DiskOutbox)."""
+
+    dropped: int
+
+    def __len__(self) -> int: ...
+    def append(self, message: Message) -> int: ...
+    def next_to_send(self, window: int) -> Message | None: ...
+    def sent(self, mid: int) -> None: ...
+    def acked(self, mid: int) -> bool: ...
+    def reconnected(self) -> None: ...
+    def flush(self) -> None: ...
 
 
 class Topics:
@@ -37,6 +56,11 @@ class Topics:
         self.result = f"{prefix}/result"
         self.stats = f"{prefix}/stats"
         self.event = f"{prefix}/event"
+        self.snapshot = f"{prefix}/snapshot"
+        self.commands = f"{prefix}/cmd/+"
+
+    def reply(self, name: str) -> str:
+        return f"{self.prefix}/reply/{name}"
 
 
 class Publisher:
@@ -51,23 +75,31 @@ class Publisher:
         qos: int = 1,
         retain: bool = False,
         stdout: TextIO | None = None,
-        outbox: Outbox | None = None,
+        outbox: OutboxLike | None = None,
+        policy: PublishPolicy | None = None,
+        retained_state: Callable[[], list[Message]] | None = None,
         on_published: Callable[[Outcome], None] | None = None,
     ) -> None:
         self.device = device
         self.topics = topics
         self.qos = qos
         self.retain = retain
+        self.policy = policy or PublishPolicy()
         self._connection = connection
         self._stdout = stdout
-        self.outbox = outbox or Outbox()
+        # Not `outbox or ...`: an empty outbox is falsy (it has a length).
+        self.outbox: OutboxLike = outbox if outbox is not None else Outbox()
+        self._retained_state = retained_state
         self._on_published = on_published
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="publish", daemon=True)
-        self._closing = threading.Event()
-        self._done = threading.Event()
         self.results = 0
         self.events = 0
+        self._latencies: collections.deque[float] = collections.deque(maxlen=10_000)
+        self._overflow_reported = float("-inf")
+        self._overflow_logged = float("-inf")
+        self._overflow_pending = 0  # dropped and not yet reported by an event
+        self._printed: list[str] = []  # stdout lines of this batch, written once it is durable
         if connection is not None:
             # Crossing: these are called from paho's network thread; they only enqueue.
             connection._on_connected = lambda: self._inbox.put(("connected", None))
@@ -88,49 +120,81 @@ class Publisher:
         """Publish an event on ``{prefix}/event`` (and log it)."""
         self._inbox.put(("event", (name, details, time.time())))
 
+    def set_policy(self, policy: PublishPolicy) -> None:
+        self._inbox.put(("policy", policy))
+
+    def republish_state(self) -> None:
+        """Send the retained state again (Home Assistant asked for it after its restart)."""
+        self._inbox.put(("state", None))
+
+    def take_latencies(self) -> list[float]:
+        """Inference milliseconds of the results published since the last call."""
+        # Crossing: the deque is appended to by the publish thread; popleft is atomic.
+        taken = []
+        while True:
+            try:
+                taken.append(self._latencies.popleft())
+            except IndexError:
+                return taken
+
     def close(self, timeout: float = 3.0) -> bool:
         """Send what is queued (waiting for the broker up to ``timeout``), then stop.
 
         Returns True when everything was delivered. Idempotent.
         """
-        if not self._thread.is_alive():
-            return len(self.outbox) == 0
-        self._inbox.put(("close", time.monotonic() + timeout))
-        self._thread.join(timeout + 1.0)
+        if self._thread.is_alive():
+            self._inbox.put(("close", time.monotonic() + timeout))
+            self._thread.join(timeout + 1.0)
         return len(self.outbox) == 0
 
     # --- the publish thread -------------------------------------------------------------
 
     def _run(self) -> None:
         deadline: float | None = None
-        while True:
-            wait = 0.5 if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                kind, value = self._inbox.get(timeout=wait)
-            except queue.Empty:
-                kind, value = "tick", None
-            try:
-                if kind == "close":
-                    deadline = value
-                else:
-                    self._handle(kind, value)
-                # Drain whatever else is already queued before touching the network.
+        try:
+            while True:
+                wait = 0.5 if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    batch = [self._inbox.get(timeout=wait)]
+                except queue.Empty:
+                    batch = []
+                # Take whatever else is already queued, so the disk spool is synced once
+                # per batch and the network is touched once per batch.
                 while True:
                     try:
-                        kind, value = self._inbox.get_nowait()
+                        batch.append(self._inbox.get_nowait())
                     except queue.Empty:
                         break
+                for kind, value in batch:
                     if kind == "close":
                         deadline = value
-                    else:
+                        continue
+                    try:
                         self._handle(kind, value)
-                self._pump()
-            except Exception:
-                log.exception("publisher: handling %s failed", kind)
-            if deadline is not None and (len(self.outbox) == 0 or time.monotonic() >= deadline):
-                if len(self.outbox):
-                    log.warning("publisher: %d messages not delivered at shutdown", len(self.outbox))
-                return
+                    except Exception:
+                        log.exception("publisher: handling %s failed", kind)
+                try:
+                    self.outbox.flush()
+                    self._print()
+                    self._pump()
+                except Exception:
+                    log.exception("publisher: sending failed")
+                if deadline is not None and (len(self.outbox) == 0 or time.monotonic() >= deadline):
+                    if len(self.outbox):
+                        kept = "kept in the spool for the next start" if not isinstance(self.outbox, Outbox) else "lost"
+                        log.warning("publisher: %d messages not delivered at shutdown (%s)", len(self.outbox), kept)
+                    return
+        finally:
+            self.outbox.flush()
+            self._print()
+
+    def _print(self) -> None:
+        """Write this batch's results to stdout, after the spool has them (so a printed result
+        is never one a crash could lose)."""
+        if self._printed and self._stdout is not None:
+            self._stdout.write("".join(self._printed))
+            self._stdout.flush()
+        self._printed.clear()
 
     def _handle(self, kind: str, value: Any) -> None:
         if kind == "outcome":
@@ -142,17 +206,35 @@ class Publisher:
             self.outbox.acked(value)
         elif kind == "connected":
             self.outbox.reconnected()
-        elif kind in ("disconnected", "tick"):
+            self._send_state()
+        elif kind == "state":
+            self._send_state(online=False)
+        elif kind == "policy":
+            self.policy = value
+        elif kind == "disconnected":
             pass
         else:
             raise ValueError(f"unknown publisher message {kind!r}")
 
+    def _send_state(self, online: bool = True) -> None:
+        connection = self._connection
+        if connection is None or not connection.connected.is_set():
+            return
+        for message in self._retained_state() if self._retained_state else []:
+            connection.publish(message.topic, message.payload, message.qos, message.retain)
+        if online:
+            connection.publish_online()
+
     def _publish_outcome(self, outcome: Outcome) -> None:
-        if outcome.classification is None:
+        result = outcome.classification
+        if result is None:
             self._publish_event("frame_failed", {"source": outcome.frame.source, "frame": outcome.frame.index,
                                                  "reason": outcome.error}, time.time())
             return
-        payload = result_payload(self.device, outcome.frame, outcome.classification)
+        self._latencies.append(result.inference_ms)
+        if not self.policy.decide(result.top, time.monotonic()):
+            return
+        payload = result_payload(self.device, outcome.frame, result)
         self._send(self.topics.result, payload, self.qos, self.retain)
         self.results += 1
         if self._on_published is not None:
@@ -166,19 +248,42 @@ class Publisher:
     def _send(self, topic: str, payload: dict[str, Any], qos: int, retain: bool) -> None:
         data = encode(payload)
         if self._stdout is not None and topic == self.topics.result:
-            self._stdout.write(data.decode("utf-8") + "\n")
-            self._stdout.flush()
-        if self._connection is not None:
-            dropped = self.outbox.append(Message(topic, data, qos, retain))
-            if dropped:
-                log.warning("publisher: outbox full, dropped the %d oldest messages (%d in all)",
-                            dropped, self.outbox.dropped)
+            self._printed.append(data.decode("utf-8") + "\n")
+        if self._connection is None:
+            return
+        dropped = self.outbox.append(Message(topic, data, qos, retain))
+        if dropped:
+            self._overflow(dropped)
+
+    def _overflow(self, dropped: int) -> None:
+        """Count dropped messages; log at most every few seconds. The event goes out directly
+        once connected (see ``_report_overflow``): queued behind the backlog it would itself
+        be the next thing dropped."""
+        self._overflow_pending += dropped
+        now = time.monotonic()
+        if now - self._overflow_logged >= _OVERFLOW_EVENT_EVERY:
+            self._overflow_logged = now
+            log.warning("publisher: spool full, dropped the oldest undelivered messages (%d in all)",
+                        self.outbox.dropped)
+
+    def _report_overflow(self, connection: MqttConnection) -> None:
+        if not self._overflow_pending:
+            return
+        now = time.monotonic()
+        if now - self._overflow_reported < _OVERFLOW_EVENT_EVERY:
+            return
+        self._overflow_reported = now
+        count, self._overflow_pending = self._overflow_pending, 0
+        payload = event_payload(self.device, "spool_overflow", {"dropped": count, "dropped_total": self.outbox.dropped})
+        connection.publish(self.topics.event, encode(payload), 1, False)
+        self.events += 1
 
     def _pump(self) -> None:
         """Hand pending messages to paho while connected and the window allows."""
         connection = self._connection
         if connection is None or not connection.connected.is_set():
             return
+        self._report_overflow(connection)
         while (message := self.outbox.next_to_send(_WINDOW)) is not None:
             info = connection.publish(message.topic, message.payload, message.qos, message.retain)
             # Even when the connection dropped just now (rc NO_CONN) paho keeps the
@@ -186,7 +291,3 @@ class Publisher:
             self.outbox.sent(info.mid)
             if not connection.connected.is_set():
                 return
-
-
-def default_stdout() -> TextIO:
-    return sys.stdout

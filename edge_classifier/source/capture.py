@@ -93,6 +93,14 @@ class Capture:
         return cls(source, fps=config.fps, rotate=config.rotate, flip=config.flip, roi=config.roi,
                    retry_initial=config.retry_initial, retry_max=config.retry_max, on_event=on_event)
 
+    def set_fps(self, fps: float) -> None:
+        """Change the frame-rate cap (0 = none); the capture thread picks it up at its next frame."""
+        self._limiter = transform.FpsLimiter(fps)  # one attribute store: atomic for the reader
+
+    @property
+    def fps(self) -> float:
+        return self._limiter.fps
+
     @property
     def dropped(self) -> int:
         """Live frames overwritten before the consumer took them."""

@@ -225,6 +225,7 @@ class MosquittoBroker:
         allow_anonymous: bool | None = None,
         start_timeout: float = 5.0,
         stop_timeout: float = 5.0,
+        persistence: bool = False,
     ) -> None:
         if require_certificate and tls is None:
             raise ValueError("require_certificate=True needs tls files")
@@ -239,6 +240,9 @@ class MosquittoBroker:
         self.allow_anonymous = password_users is None if allow_anonymous is None else allow_anonymous
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
+        # With persistence, sessions (subscriptions and the messages queued for offline
+        # persistent clients) are saved at stop and restored at restart.
+        self.persistence = persistence
         self.conf_path = self.work_dir / "mosquitto.conf"
         self.log_path = self.work_dir / "mosquitto.log"
         self.password_path = self.work_dir / "passwd"
@@ -268,7 +272,8 @@ class MosquittoBroker:
         lines = [
             f"listener {self._port} {LOOPBACK}",
             f"allow_anonymous {'true' if self.allow_anonymous else 'false'}",
-            "persistence false",
+            *(["persistence true", f"persistence_location {self.work_dir}/"] if self.persistence
+              else ["persistence false"]),
             "log_dest stderr",
             "log_type all",
             "connection_messages true",
@@ -507,11 +512,17 @@ class Probe:
         client_key: Path | None = None,
         keepalive: int = 10,
         reconnect_delay: float = 0.05,
+        clean_session: bool = True,
     ) -> None:
         self.host, self.port, self.protocol = host, port, protocol
         self.client_id = client_id or f"probe-{uuid.uuid4().hex[:8]}"
         self.keepalive = keepalive
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=protocol)
+        # clean_session=False (MQTT 3.1.1): the broker keeps the subscriptions and queues messages
+        # while the probe is away, across a broker restart too when the broker has persistence.
+        session = {} if protocol == MQTTProtocolVersion.MQTTv5 else {"clean_session": clean_session}
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=protocol, **session
+        )
         if username is not None:
             self._client.username_pw_set(username, password)
         if ca_cert is not None or client_cert is not None:

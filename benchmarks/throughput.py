@@ -1,0 +1,224 @@
+#!/usr/bin/env python3
+"""Raw LiteRT invoke rate against the daemon's end-to-end rate, measured in one run.
+
+1. raw: one interpreter with ``threads`` = cores, invoking on one preprocessed tensor;
+2. end to end: the real ``edge-classifier run`` as a child process, 640x480 frames from an
+   image source in a loop, every result published over MQTT to a Mosquitto this script
+   starts on a free loopback port, and counted by a subscriber: rate = results / time from
+   the first to the last result that arrived;
+3. CPU per frame with the source capped at 30 fps, against invoke alone;
+4. the daemon's peak RSS.
+
+The raw rate is measured before and after the end-to-end run and averaged, since these
+machines are noisy. Prints a table and a JSON line.
+
+    python benchmarks/throughput.py [--model PATH] [--frames N] [--seconds S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+REPO = Path(__file__).resolve().parents[1]
+TESTDATA = Path(os.environ.get("EDGE_CLASSIFIER_TESTDATA", REPO.parent / "shared" / "testdata"))
+sys.path.insert(0, str(REPO))
+
+from edge_classifier.engine import Engine  # noqa: E402
+from edge_classifier.preprocess import InputSpec, fit, input_table, to_input  # noqa: E402
+
+
+def raw_rate(model: Path, threads: int, seconds: float) -> tuple[float, float]:
+    """(invokes per second, CPU milliseconds per invoke) of one interpreter."""
+    with Engine.open(model, accelerator="cpu", threads=threads) as engine:
+        shape = engine.info.input.shape
+        spec = InputSpec(shape[1], shape[2], engine.info.input.dtype, engine.info.input.scale,
+                         engine.info.input.zero_point)
+        frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+        tensor = to_input(fit(frame, spec.width, spec.height), input_table(spec))
+        for _ in range(20):
+            engine.invoke(tensor)
+        count = 0
+        cpu0, start = time.process_time(), time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            engine.invoke(tensor)
+            count += 1
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu0
+    return count / elapsed, cpu / count * 1000.0
+
+
+def start_broker(work: Path) -> tuple[subprocess.Popen[bytes], int]:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    conf = work / "mosquitto.conf"
+    user = "user root\n" if os.geteuid() == 0 else ""
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{user}"
+                    "max_queued_messages 0\n")
+    broker = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return broker, port
+        except OSError:
+            if time.monotonic() > deadline:
+                broker.kill()
+                raise SystemExit("mosquitto did not start") from None
+            time.sleep(0.05)  # polling a port that is about to open: no event to wait on
+
+
+class Counter:
+    """Subscribes to the result topic and timestamps every arrival (paho's thread writes)."""
+
+    def __init__(self, port: int, topic: str) -> None:
+        self.times: list[float] = []
+        self.first = threading.Event()
+        self.done = threading.Event()
+        self.expected = 0
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda *args: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        if not self._subscribed.wait(10):
+            raise SystemExit("subscriber did not connect")
+
+    def _on_message(self, client, userdata, message) -> None:  # type: ignore[no-untyped-def]
+        self.times.append(time.perf_counter())
+        self.first.set()
+        if len(self.times) >= self.expected:
+            self.done.set()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def run_daemon(work: Path, model: Path, port: int, frames: int, fps: float, threads: int,
+               counter: Counter) -> dict[str, float]:
+    config = work / f"config-{fps}.toml"
+    config.write_text(f"""
+[device]
+id = "bench"
+log_level = "warning"
+[source]
+kind = "images"
+uri = "{work / 'frames'}"
+loop = true
+fps = {fps}
+[model]
+path = "{model}"
+threads = {threads}
+accelerator = "cpu"
+[classify]
+top_k = 3
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+qos = 1
+""")
+    counter.times.clear()
+    counter.first.clear()
+    counter.done.clear()
+    counter.expected = frames
+    proc = subprocess.Popen([sys.executable, "-m", "edge_classifier", "run", "-c", str(config),
+                             "--max-frames", str(frames)], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    # CPU time is read at the first and the last result, so start-up (imports, model
+    # loading) is not counted against the frames.
+    counter.first.wait(60)
+    cpu_first = process_cpu(proc.pid)
+    arrived = counter.done.wait(120)
+    cpu_last = process_cpu(proc.pid)
+    _, stderr = proc.communicate(timeout=60)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+    if proc.returncode != 0:
+        raise SystemExit(f"daemon failed ({proc.returncode}):\n{stderr}")
+    if not arrived:
+        raise SystemExit(f"only {len(counter.times)} of {frames} results arrived")
+    times = counter.times
+    rate = (len(times) - 1) / (times[-1] - times[0])
+    return {"rate": rate, "results": len(times),
+            "cpu_ms_per_frame": (cpu_last - cpu_first) / (len(times) - 1) * 1000.0, "peak_rss_mb": peak}
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a running process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=TESTDATA / "models" / "mobilenet_v2_1.0_224_quant.tflite")
+    parser.add_argument("--frames", type=int, default=3000, help="frames in the end-to-end run")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each raw measurement")
+    parser.add_argument("--capped-frames", type=int, default=150, help="frames in the 30 fps run")
+    args = parser.parse_args()
+    if shutil.which("mosquitto") is None:
+        raise SystemExit("mosquitto is not installed (apt-get install mosquitto)")
+    cores = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / "frames").mkdir()
+        picture = cv2.resize(cv2.imread(str(TESTDATA / "images" / "cat_720p.jpg")), (640, 480))
+        cv2.imwrite(str(work / "frames" / "frame.bmp"), picture)
+        broker, port = start_broker(work)
+        counter = Counter(port, "edge-classifier/bench/result")
+        try:
+            raw1, raw_cpu = raw_rate(args.model, cores, args.seconds)
+            e2e = run_daemon(work, args.model, port, args.frames, 0, cores, counter)
+            raw2, _ = raw_rate(args.model, cores, args.seconds)
+            capped = run_daemon(work, args.model, port, args.capped_frames, 30, cores, counter)
+            raw_single, raw_single_cpu = raw_rate(args.model, 1, args.seconds)
+        finally:
+            counter.close()
+            broker.terminate()
+            broker.wait(10)
+    raw = (raw1 + raw2) / 2
+    summary = {
+        "model": args.model.name,
+        "cores": cores,
+        "raw_invokes_per_s": round(raw, 1),
+        "raw_runs": [round(raw1, 1), round(raw2, 1)],
+        "end_to_end_per_s": round(e2e["rate"], 1),
+        "ratio": round(e2e["rate"] / raw, 3),
+        "results_published": e2e["results"],
+        "cpu_ms_per_frame_at_30fps": round(capped["cpu_ms_per_frame"], 2),
+        "cpu_ms_per_invoke_threads_cores": round(raw_cpu, 2),
+        "cpu_ms_per_invoke_1_thread": round(raw_single_cpu, 2),
+        "raw_invokes_per_s_1_thread": round(raw_single, 1),
+        "daemon_peak_rss_mb": round(max(e2e["peak_rss_mb"], capped["peak_rss_mb"]), 1),
+    }
+    print(f"model                       {summary['model']} ({cores} cores)")
+    print(f"raw invoke rate             {raw:8.1f} /s   (1 interpreter, {cores} threads; runs {raw1:.1f}, {raw2:.1f})")
+    print(f"end-to-end rate             {e2e['rate']:8.1f} /s   ({e2e['results']} results published over MQTT)")
+    print(f"ratio                       {summary['ratio']:8.3f}")
+    print(f"CPU per frame at 30 fps     {capped['cpu_ms_per_frame']:8.2f} ms  (whole daemon process)")
+    print(f"CPU per invoke alone        {raw_cpu:8.2f} ms  ({cores} threads); {raw_single_cpu:.2f} ms (1 thread)")
+    print(f"daemon peak RSS             {summary['daemon_peak_rss_mb']:8.1f} MB")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

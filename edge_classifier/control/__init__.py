@@ -1,0 +1,1 @@
+"""The control plane: MQTT commands and their replies."""

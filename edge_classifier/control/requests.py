@@ -1,0 +1,78 @@
+"""Command requests as they arrive over MQTT, and where their replies go.
+
+A request is a message on ``{prefix}/cmd/{name}`` (or the fleet's
+``edge-classifier/all/cmd/{name}``) whose payload is a JSON object, or empty for a command
+without arguments. The reply goes, under MQTT 5, to the request's response topic with its
+correlation data; otherwise (MQTT 3.1.1, or no response topic) to ``{prefix}/reply/{name}``
+with the request's ``request_id`` echoed. Every reply is a JSON object with ``"ok"``, and an
+``"error"`` message when ``ok`` is false.
+
+Retained messages on command topics are stale (replayed by the broker at connect, maybe
+from long ago) and are ignored without a reply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+__all__ = ["FLEET_PREFIX", "Request", "command_name", "parse_arguments"]
+
+FLEET_PREFIX = "edge-classifier/all"
+_MAX_NAME = 64
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Request:
+    """One command message, as paho delivered it."""
+
+    topic: str
+    payload: bytes
+    retain: bool = False
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+
+
+def command_name(topic: str, prefixes: tuple[str, ...]) -> str | None:
+    """The command name of a ``.../cmd/{name}`` topic under one of ``prefixes``, else None."""
+    for prefix in prefixes:
+        head = f"{prefix}/cmd/"
+        if topic.startswith(head):
+            name = topic[len(head):]
+            if name and "/" not in name and len(name) <= _MAX_NAME:
+                return name
+    return None
+
+
+def parse_arguments(payload: bytes, max_payload: int) -> tuple[dict[str, Any], str | None]:
+    """The request's arguments and, when they are unusable, why (the error to reply with).
+
+    An empty payload means no arguments. The arguments come back even with an error when
+    they could be read, so the reply can still echo ``request_id``.
+    """
+    if len(payload) > max_payload:
+        return {}, f"payload of {len(payload)} bytes is over the limit of {max_payload} (commands.max_payload)"
+    if not payload.strip():
+        return {}, None
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return {}, f"payload is not UTF-8 text: {exc.reason} at byte {exc.start}"
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return {}, f"payload is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+    except RecursionError:
+        return {}, "payload is not valid JSON: nested too deeply"
+    except ValueError as exc:  # e.g. an integer literal too long to convert
+        return {}, f"payload is not usable JSON: {exc}"
+    if not isinstance(value, dict):
+        return {}, f"payload must be a JSON object, not {_json_type(value)}"
+    return value, None
+
+
+def _json_type(value: Any) -> str:
+    names = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number",
+             type(None): "null"}
+    return names.get(type(value), type(value).__name__)

@@ -1,0 +1,1 @@
+"""The daemon: the frame pipeline, model sets, signals and the lifecycle of ``run``."""

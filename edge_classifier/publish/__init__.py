@@ -1,0 +1,1 @@
+"""Getting results out: payloads, the MQTT connection, the outbox and spool, the publisher."""
