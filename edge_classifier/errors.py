@@ -8,13 +8,16 @@ class carries the sysexits code that the command line turns it into; only
     ├── UsageError                      exit 2   bad command-line use
     ├── InputDataError                  exit 65  bad input data
     │   ├── ImageError                           an image that cannot be decoded
-    │   └── ModelError                           a model file that cannot be used
-    │       ├── CustomOpError                    ... it needs an op the runtime lacks
-    │       └── LabelsError                      ... its labels do not fit it
+    │   ├── ModelError                           a model file that cannot be used
+    │   │   ├── CustomOpError                    ... it needs an op the runtime lacks
+    │   │   └── LabelsError                      ... its labels do not fit it
+    │   └── StoreError                           a model store name or download refused
+    │                                            (unsafe name, checksum or size mismatch)
     ├── InputMissingError               exit 66  a named input file does not exist
     ├── ServiceUnavailableError         exit 69  a required service is not there
     │   ├── RuntimeMissingError                  neither LiteRT nor tflite-runtime
-    │   └── AcceleratorError                     the Edge TPU cannot be used
+    │   ├── AcceleratorError                     the Edge TPU cannot be used
+    │   └── DownloadError                        a model download failed in transit
     ├── SourceError                     exit 69  a frame source failed (transient: retried)
     └── ConfigError                     exit 78  the configuration is wrong
 
@@ -30,6 +33,7 @@ __all__ = [
     "AcceleratorError",
     "ConfigError",
     "CustomOpError",
+    "DownloadError",
     "EdgeClassifierError",
     "ImageError",
     "InputDataError",
@@ -39,6 +43,7 @@ __all__ = [
     "RuntimeMissingError",
     "ServiceUnavailableError",
     "SourceError",
+    "StoreError",
     "UsageError",
 ]
 
@@ -77,6 +82,11 @@ class LabelsError(ModelError):
     """A labels file cannot be read, or its count does not match the model."""
 
 
+class StoreError(InputDataError):
+    """A model store refuses a name or a file: a path outside the store, a hidden or
+    non-``.tflite`` name, a download over its size limit or with the wrong sha256."""
+
+
 class InputMissingError(EdgeClassifierError):
     exit_code = 66
 
@@ -91,6 +101,11 @@ class RuntimeMissingError(ServiceUnavailableError):
 
 class AcceleratorError(ServiceUnavailableError):
     """The Edge TPU was required but its delegate cannot be loaded."""
+
+
+class DownloadError(ServiceUnavailableError):
+    """A model download could not complete: unreachable server, HTTP error, a transfer
+    cut short. Retrying later may succeed."""
 
 
 class SourceError(EdgeClassifierError):
