@@ -17,6 +17,7 @@ class carries the sysexits code that the command line turns it into; only
     ├── ServiceUnavailableError         exit 69  a required service is not there
     │   ├── RuntimeMissingError                  neither LiteRT nor tflite-runtime
     │   ├── AcceleratorError                     the Edge TPU cannot be used
+    │   ├── AcceleratorFailed                    the accelerator's worker died, raised or hung
     │   └── DownloadError                        a model download failed in transit
     ├── SourceError                     exit 69  a frame source failed (transient: retried)
     └── ConfigError                     exit 78  the configuration is wrong
@@ -31,6 +32,7 @@ from collections.abc import Iterable
 
 __all__ = [
     "AcceleratorError",
+    "AcceleratorFailed",
     "ConfigError",
     "CustomOpError",
     "DownloadError",
@@ -101,6 +103,11 @@ class RuntimeMissingError(ServiceUnavailableError):
 
 class AcceleratorError(ServiceUnavailableError):
     """The Edge TPU was required but its delegate cannot be loaded."""
+
+
+class AcceleratorFailed(ServiceUnavailableError):
+    """The process running the model failed mid-flight: it died (abort, signal), its invoke
+    raised, or it stopped answering. The worker stays dead until it is restarted."""
 
 
 class DownloadError(ServiceUnavailableError):

@@ -1,0 +1,200 @@
+"""The engine worker's child process: one ``Engine`` served over a pipe and shared memory.
+
+:func:`serve` is the ``spawn`` target of :class:`edge_classifier.engine.worker.WorkerEngine`.
+It opens the model with ``Engine.open`` here, in the child, so the Edge TPU delegate
+(libedgetpu) lives only in this process: when libedgetpu aborts on a USB transfer error,
+this process dies and the parent carries on.
+
+The conversation on the pipe (small tuples; pixel data never goes through it)::
+
+    child  -> ("ready", ModelInfo) | ("error", ErrorReport)       after Engine.open
+    parent -> ("attach", input_name, output_name)                 the shared memory slots
+    child  -> ("attached",)
+    parent -> ("invoke",)        the input slot holds a tensor    (repeated)
+    child  -> ("done",)          the output slot holds the answer
+            | ("failed", "RuntimeError: ...")                     invoke raised
+    parent -> ("fault", "abort" | "raise" | "hang" ...)           fault injection (no answer)
+    parent -> ("quit",) or closes its end                         the child exits
+
+Fault injection (tests and field drills) copies the real failures: ``abort`` calls
+``os.abort()`` as libedgetpu does, ``raise`` raises the RuntimeError a failed delegate
+invoke raises, ``hang`` never returns, like a wedged USB transfer. ``abort-open`` and
+``hang-open`` do the same while the model loads. A fault fires on the first invoke after
+``@N`` good ones (``raise@10``; default ``@0``). It comes from the constructor, a
+``("fault", ...)`` message or ``$EDGE_CLASSIFIER_WORKER_FAULT`` (read by every child).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+from edge_classifier.engine.interpreter import Engine
+from edge_classifier.engine.shm import SharedTensor
+from edge_classifier.errors import ConfigError, CustomOpError, EdgeClassifierError
+
+__all__ = ["FAULTS", "FAULT_ENV", "ErrorReport", "Fault", "WorkerRequest", "serve"]
+
+FAULT_ENV = "EDGE_CLASSIFIER_WORKER_FAULT"
+FAULTS = ("abort", "raise", "hang", "abort-open", "hang-open")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Fault:
+    """A failure to stage: ``kind`` (one of FAULTS) after ``after`` good invokes."""
+
+    kind: str
+    after: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULTS:
+            raise ValueError(f"Invalid worker fault: {self.kind!r} (expected one of {', '.join(FAULTS)})")
+        if self.after < 0:
+            raise ValueError(f"Invalid worker fault count: {self.after}")
+
+    @classmethod
+    def parse(cls, text: str) -> Fault:
+        """``kind`` or ``kind@N``; ValueError naming the bad text."""
+        kind, _, after = text.strip().partition("@")
+        try:
+            count = int(after) if after else 0
+        except ValueError:
+            raise ValueError(f"Invalid worker fault: {text!r} (expected KIND or KIND@N)") from None
+        return cls(kind, count)
+
+    @property
+    def on_open(self) -> bool:
+        return self.kind.endswith("-open")
+
+    def fire(self) -> None:
+        """Fail the way the real thing does (only ``raise`` returns, by raising)."""
+        if self.kind.startswith("abort"):
+            os.abort()  # SIGABRT, no clean-up: what libedgetpu does on a USB transfer error
+        if self.kind.startswith("hang"):
+            while True:  # a transfer that never completes
+                time.sleep(3600)
+        raise RuntimeError("Node number 0 (EdgeTpuDelegateForCustomOp) failed to invoke. (injected fault)")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkerRequest:
+    """What the child opens: the arguments of ``Engine.open`` and a staged fault."""
+
+    path: str
+    accelerator: str
+    device: str
+    threads: int
+    fault: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ErrorReport:
+    """An error from ``Engine.open`` in the child, in a form that pickles whatever its class."""
+
+    kind: str  # the class name in edge_classifier.errors, or "" for anything else
+    message: str
+    problems: tuple[str, ...] = ()  # ConfigError
+    source: str = ""  # ConfigError
+    op: str = ""  # CustomOpError
+
+    @classmethod
+    def of(cls, exc: BaseException) -> ErrorReport:
+        if isinstance(exc, ConfigError):
+            return cls("ConfigError", str(exc), exc.problems, exc.source)
+        if isinstance(exc, CustomOpError):
+            return cls("CustomOpError", str(exc), op=exc.op)
+        if isinstance(exc, EdgeClassifierError):
+            return cls(type(exc).__name__, str(exc))
+        return cls("", f"{type(exc).__name__}: {exc}")
+
+
+def serve(conn: Connection, request: WorkerRequest) -> None:
+    """The child's main: open the engine, attach the slots, answer invokes until told to stop."""
+    # The parent decides when this process ends (it closes the pipe, or kills it): a Ctrl-C
+    # or a SIGTERM sent to the whole process group or cgroup must not kill a frame in flight.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        fault = _staged_fault(request)
+        if fault is not None and fault.on_open:
+            fault.fire()
+        engine = Engine.open(request.path, accelerator=request.accelerator, device=request.device,
+                             threads=request.threads)
+    except Exception as exc:
+        _send(conn, ("error", ErrorReport.of(exc)))
+        conn.close()
+        return
+    slots: list[SharedTensor] = []
+    try:
+        if not _send(conn, ("ready", engine.info)):
+            return
+        message = _recv(conn)
+        if message is None or message[0] != "attach":
+            return
+        info = engine.info
+        slots.append(SharedTensor.attach(message[1], info.input.shape, info.input.dtype))
+        slots.append(SharedTensor.attach(message[2], info.output.shape, info.output.dtype))
+        if _send(conn, ("attached",)):
+            _answer_invokes(conn, engine, slots[0], slots[1], fault)
+    finally:
+        for slot in slots:
+            slot.close()
+        engine.close()
+        conn.close()
+
+
+def _answer_invokes(conn: Connection, engine: Engine, tensor_in: SharedTensor, tensor_out: SharedTensor,
+                    fault: Fault | None) -> None:
+    good = 0
+    while (message := _recv(conn)) is not None:
+        op = message[0]
+        if op == "invoke":
+            # Crossing: the parent wrote the input slot before sending "invoke" and reads the
+            # output slot only after our answer; neither touches a slot the other owns.
+            try:
+                if fault is not None and not fault.on_open and good >= fault.after:
+                    fault.fire()
+                tensor_out.array[...] = engine.invoke(tensor_in.array)
+            except Exception as exc:
+                reply: tuple[Any, ...] = ("failed", f"{type(exc).__name__}: {exc}")
+            else:
+                good += 1
+                reply = ("done",)
+            if not _send(conn, reply):
+                return
+        elif op == "fault":
+            fault, good = Fault.parse(message[1]), 0
+        elif op == "quit":
+            return
+
+
+def _staged_fault(request: WorkerRequest) -> Fault | None:
+    text = request.fault or os.environ.get(FAULT_ENV, "")
+    if not text:
+        return None
+    try:
+        return Fault.parse(text)
+    except ValueError as exc:
+        where = "fault" if request.fault else FAULT_ENV
+        raise ConfigError([f"{where}: {exc}"]) from None
+
+
+def _recv(conn: Connection) -> tuple[Any, ...] | None:
+    """The next message, or None when the parent has gone (its end of the pipe closed)."""
+    try:
+        message: tuple[Any, ...] = conn.recv()
+    except (EOFError, OSError):
+        return None
+    return message
+
+
+def _send(conn: Connection, message: tuple[Any, ...]) -> bool:
+    try:
+        conn.send(message)
+    except OSError:  # the parent closed its end: nobody is listening any more
+        return False
+    return True
