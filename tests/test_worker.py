@@ -16,12 +16,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 from support.testdata import REPO, V1_025, image, model
 
 from edge_classifier.classifier import Classifier
+from edge_classifier.cli.classify import read_image
 from edge_classifier.engine import Engine
 from edge_classifier.engine.shm import SHM_PREFIX
 from edge_classifier.engine.worker import WorkerEngine
@@ -47,7 +47,7 @@ def engine() -> Iterator[Engine]:
 @pytest.fixture(scope="module")
 def tensors(engine: Engine) -> list[np.ndarray]:
     classifier = Classifier(engine, [str(i) for i in range(engine.info.classes)])
-    return [classifier.prepare(cv2.imread(str(image(name)))) for name in IMAGES]
+    return [classifier.prepare(read_image(str(image(name)))) for name in IMAGES]
 
 
 @pytest.fixture
@@ -78,7 +78,7 @@ def test_results_equal_the_in_process_engine_bit_for_bit(worker, engine, tensors
 
 def test_a_classifier_runs_on_the_worker(worker):
     classifier = Classifier(worker, [str(i) for i in range(1001)])
-    result = classifier.classify(cv2.imread(str(image("parrot.jpg"))))
+    result = classifier.classify(read_image(str(image("parrot.jpg"))))
     assert result.top[0].id == 89
     assert result.model.accelerator == "cpu"
 
