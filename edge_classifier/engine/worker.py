@@ -293,8 +293,12 @@ class WorkerEngine:
                 if process.exitcode is None:
                     log.debug("engine worker pid %s did not exit in %s s; killing it", process.pid, _REAP_GRACE)
                     process.kill()
-                    process.join()
-            if process.pid is not None:
+                    process.join(_REAP_GRACE)
+            if process.exitcode is None and process.pid is not None:
+                # Killed but not gone: stuck in the kernel (a wedged USB transfer). Waiting for it
+                # would hang the caller too; leave it to the kernel and go on without it.
+                log.warning("engine worker pid %s does not die even when killed; leaving it behind", process.pid)
+            elif process.pid is not None:
                 process.close()
 
     def _who(self) -> str:
