@@ -334,10 +334,11 @@ def test_config_changes_apply_and_bad_ones_change_nothing(running):
 
 
 def test_snapshot_publishes_the_latest_frame_as_jpeg(running):
-    _, probe, _ = running
+    daemon, probe, _ = running
+    daemon.next_result()  # a frame has been captured
     probe.subscribe(f"{PREFIX}/snapshot")
     reply = ask(probe, "snapshot")
-    assert reply["ok"] is True
+    assert reply["ok"] is True, reply
     jpeg = probe.expect(f"{PREFIX}/snapshot").payload
     assert len(jpeg) == reply["bytes"]
     picture = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
@@ -443,3 +444,34 @@ def test_change_mode_publishes_label_changes_only(tmp_path, broker):
         results = [json.loads(m.payload) for m in probe.collect(3, timeout=10)]
         assert probe.pending() == []
     assert [(r["frame"], r["top"][0]["id"]) for r in results] == [(1, 89), (4, 20), (7, 89)]
+
+
+# --- Home Assistant discovery ------------------------------------------------------------------
+
+def test_home_assistant_discovery_before_online_and_again_on_birth(tmp_path, broker, pictures):
+    config = write_config(tmp_path / "config.toml", config_text(
+        pictures, broker.port, fps=10, extra="[homeassistant]\nenabled = true"))
+    with Probe(broker.host, broker.port) as probe:
+        probe.subscribe("homeassistant/#", f"{PREFIX}/status")
+        with DaemonProcess("-c", str(config)) as daemon:
+            seen = []
+            while True:
+                message = probe.expect("#", timeout=20)
+                seen.append(message)
+                if message.topic == f"{PREFIX}/status":
+                    break
+            configs = [m for m in seen if m.topic.endswith("/config")]
+            assert len(configs) == 5  # label, score, fps, inference, accelerator: all before `online`
+            with Probe(broker.host, broker.port) as late:  # retained: a late Home Assistant finds them
+                late.subscribe("homeassistant/#")
+                assert {m.topic for m in late.collect(5, timeout=10) if m.retain} == {m.topic for m in configs}
+            label = next(json.loads(m.payload) for m in configs if m.topic.endswith("/label/config"))
+            assert label["state_topic"] == f"{PREFIX}/result"
+            assert label["availability"][0]["topic"] == f"{PREFIX}/status"
+            assert label["device"]["identifiers"] == ["edge-classifier_testpi"]
+            # Home Assistant restarts and says so: the discovery comes again.
+            probe.publish("homeassistant/status", b"online", qos=1)
+            again = [probe.expect("homeassistant/sensor/#", timeout=10) for _ in range(5)]
+            assert {m.topic for m in again} == {m.topic for m in configs}
+            daemon.signal(signal.SIGTERM)
+            assert daemon.wait(10) == 0

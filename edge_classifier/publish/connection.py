@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import ssl
 import threading
 from collections.abc import Callable, Mapping
@@ -155,6 +156,7 @@ class MqttConnection:
             return
         self._last_problem = None
         log.info("MQTT connected to %s:%d", self.config.host, self.config.port)
+        _no_delay(client)
         if self.subscriptions:
             client.subscribe([(topic, 1) for topic in self.subscriptions])
         self.connected.set()
@@ -193,6 +195,17 @@ class MqttConnection:
                     properties: Any) -> None:
         if self._on_published:
             self._on_published(mid)
+
+
+def _no_delay(client: paho.Client) -> None:
+    """Send small packets at once. paho leaves Nagle's algorithm on, so a reply or result
+    written while an earlier packet is unacknowledged waits for the broker's delayed ACK
+    (~40 ms on Linux): every command reply took about 90 ms before this."""
+    sock = client.socket()
+    setsockopt = getattr(sock, "setsockopt", None)  # a real socket (paho types it loosely)
+    if setsockopt is not None:
+        with contextlib.suppress(OSError):
+            setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _set_tls(client: paho.Client, config: MqttConfig) -> None:
