@@ -76,6 +76,8 @@ class Daemon:
         self.commands = CommandHandler(self)
         self.control = ControlQueue()
         self.started = time.monotonic()
+        self._classified = 0  # frames classified (written by the pipeline's emit, read by the main loop)
+        self._status_last = (time.monotonic(), 0)
         self._stats_last = (time.monotonic(), 0, 0)  # time, frames captured, results published
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -104,7 +106,7 @@ class Daemon:
         self.capture = self._open_capture(config)
         self.pipeline = Pipeline(self.capture, self.models, self._emit, max_frames=self.max_frames,
                                  smoothing=config.publish.smoothing).start()
-        self.notifier.ready(self._status_line())
+        self.notifier.status(f"model {info.name} loaded on {info.accelerator}; waiting for the first frame")
 
     def _open_publisher(self, config: Config) -> Publisher:
         connection = None
@@ -126,7 +128,7 @@ class Daemon:
         publisher = Publisher(
             config.device.id, self.topics, connection=connection, qos=config.mqtt.qos,
             retain=config.publish.retain, stdout=self._stdout, outbox=outbox,
-            policy=_policy(config), retained_state=self._retained_state, on_published=self._published,
+            policy=_policy(config), retained_state=self._retained_state,
         )
         publisher.start()
         if connection is not None:
@@ -174,7 +176,12 @@ class Daemon:
     def _main_loop(self, control: ControlQueue) -> int:
         assert self.pipeline is not None
         status_due = stats_due = 0.0
+        ready = False
         while True:
+            if not ready and self._classified:
+                # READY=1 once the model is loaded and the source delivers frames.
+                ready = True
+                self.notifier.ready(self._status_line())
             item = control.get(_TICK)
             if item in (signal.SIGTERM, signal.SIGINT):
                 log.info("received %s: stopping", signal.Signals(item).name)
@@ -236,18 +243,22 @@ class Daemon:
         # Crossing: called from a pipeline worker, in frame order; the publisher enqueues.
         assert self.publisher is not None
         self.publisher.submit(outcome)
-
-    def _published(self, outcome: Outcome) -> None:
-        self.watchdog.frame_done()
+        if outcome.classification is not None:
+            # Every classified frame counts for the watchdog, published or not (change mode).
+            self._classified += 1
+            self.watchdog.frame_done()
 
     def _status_line(self) -> str:
         models = self.models
         if models is None:
             return "starting"
         info = models.info
-        results = self.publisher.results if self.publisher else 0
+        now, classified = time.monotonic(), self._classified
+        then, before = self._status_last
+        self._status_last = (now, classified)
+        fps = (classified - before) / max(1e-6, now - then)
         paused = ", paused" if self.pipeline and self.pipeline.paused else ""
-        return f"{info.name} on {info.accelerator}, {results} results{paused}"
+        return f"{fps:.1f} fps, model {info.name} on {info.accelerator}, {classified} frames{paused}"
 
     # --- MQTT: commands, Home Assistant, stats -------------------------------------------
 
