@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_classifier.engine.interpreter import Engine, ModelInfo
+from edge_classifier.engine.interpreter import EngineLike, ModelInfo
 from edge_classifier.engine.labels import embedded_labels, read_labels
 from edge_classifier.errors import ConfigError, LabelsError
 from edge_classifier.postprocess.scores import LabelFilter, to_scores, top_k
@@ -54,7 +54,7 @@ class Classifier:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: EngineLike,
         labels: Sequence[str],
         *,
         label_source: LabelSource = "none",

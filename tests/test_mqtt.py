@@ -345,11 +345,9 @@ def test_snapshot_publishes_the_latest_frame_as_jpeg(running):
     assert picture.shape[1::-1] == (reply["width"], reply["height"])
 
 
-def test_reload_and_model_commands(running):
+def test_reload_command(running):
     _, probe, _ = running
     assert ask(probe, "reload") == {"command": "reload", "ok": True, "reloaded": True}
-    model_reply = ask(probe, "model", {"name": "x.tflite"})
-    assert model_reply["ok"] is False and "not supported" in model_reply["error"]
 
 
 @pytest.mark.parametrize(("name", "payload", "error"), [

@@ -115,6 +115,16 @@ class ModelConfig:
     resize: str = setting("stretch", "stretch: whole frame, bilinear (as the TFLite Task Library and "
                           "libcoral); crop: center crop; letterbox: pad to the model's aspect.",
                           choices=("stretch", "crop", "letterbox"))
+    isolate: bool = setting(False, "Run CPU interpreters in supervised child processes too (the Edge TPU "
+                            "always runs in one), so a crash in the runtime cannot end the daemon.")
+    invoke_timeout: float = setting(5.0, "Seconds an isolated interpreter may take for one frame before it "
+                                    "counts as hung and the CPU takes over.", minimum=0.1, maximum=600)
+    recover_initial: float = setting(1.0, "After an Edge TPU failure, first wait in seconds before trying it "
+                                     "again (doubling each time) ...", minimum=0.1, maximum=3600)
+    recover_max: float = setting(60.0, "... up to this.", minimum=0.1, maximum=3600)
+    watch: bool = setting(False, "Swap to a model file that appears in `dir`, without a restart.")
+    max_size_mb: float = setting(256.0, "Largest model file accepted for a swap or download, in MiB.",
+                                 minimum=0.001, maximum=4096)
     input_mean: float = setting(128.0, "Pixel normalisation the model was trained with: "
                                 "real = (pixel - input_mean) / input_std.")
     input_std: float = setting(128.0, "See input_mean.", minimum=1e-6)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from edge_classifier.config.runtime import apply_changes
+from edge_classifier.control.requests import Request
 from edge_classifier.errors import ConfigError, EdgeClassifierError
 
 if TYPE_CHECKING:
@@ -43,11 +44,18 @@ class CommandHandler:
             "model": self.model,
         }
 
-    def handle(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
-        """The reply body for one request (``ok`` plus results, or ``error``)."""
+    def handle(self, name: str, arguments: dict[str, Any], request: Request | None = None) -> dict[str, Any] | None:
+        """The reply body for one request (``ok`` plus results, or ``error``); None when the
+        reply comes later (a model swap answers when it is done)."""
         handler = self.commands.get(name)
         if handler is None:
             return {"ok": False, "error": f"unknown command {name!r} (known: {', '.join(sorted(self.commands))})"}
+        if name == "model":
+            try:
+                self.start_model_swap(arguments, request)
+            except CommandError as exc:
+                return {"ok": False, "error": str(exc)}
+            return None
         try:
             return {"ok": True, **handler(arguments)}
         except CommandError as exc:
@@ -91,7 +99,28 @@ class CommandHandler:
         return {"reloaded": True}
 
     def model(self, arguments: dict[str, Any]) -> dict[str, Any]:
-        raise CommandError("the model command is not supported yet: change model.path and send reload")
+        raise CommandError("the model command answers when the swap is done")  # see start_model_swap
+
+    def start_model_swap(self, arguments: dict[str, Any], request: Request | None) -> None:
+        """``{"name": FILE}`` (a model in the store) or ``{"url": URL, "sha256": HEX}``."""
+        from edge_classifier.daemon.swap import SwapRequest
+
+        extra = sorted(k for k in arguments if k not in ("name", "url", "sha256", "request_id"))
+        if extra:
+            raise CommandError(f"unexpected arguments: {', '.join(extra)} (give name, or url and sha256)")
+        name, url, sha256 = arguments.get("name"), arguments.get("url"), arguments.get("sha256")
+        if (name is None) == (url is None):
+            raise CommandError("give either name (a model in the store) or url (with sha256)")
+        for key, value in (("name", name), ("url", url), ("sha256", sha256)):
+            if value is not None and not isinstance(value, str):
+                raise CommandError(f"{key}: must be a string, not {type(value).__name__}")
+        if url is not None and not sha256:
+            raise CommandError("sha256: required with url (the download is checked against it)")
+        assert self.daemon.modelctl is not None
+        why_not = self.daemon.modelctl.request(SwapRequest("command", name=name, url=url, sha256=sha256,
+                                                           request=request))
+        if why_not is not None:
+            raise CommandError(why_not)
 
 
 def _no_arguments(arguments: dict[str, Any]) -> None:

@@ -28,9 +28,11 @@ from edge_classifier.config import Config, load_config
 from edge_classifier.control.commands import CommandHandler
 from edge_classifier.control.requests import FLEET_PREFIX, Request, command_name, parse_arguments
 from edge_classifier.daemon import telemetry
-from edge_classifier.daemon.models import open_model_set
+from edge_classifier.daemon.modelctl import ModelControl
+from edge_classifier.daemon.models import worker_count
 from edge_classifier.daemon.pipeline import ModelSet, Outcome, Pipeline
 from edge_classifier.daemon.signals import ControlQueue
+from edge_classifier.daemon.swap import SwapRequest
 from edge_classifier.errors import EdgeClassifierError
 from edge_classifier.publish.connection import MqttConnection
 from edge_classifier.publish.outbox import Message, Outbox
@@ -68,7 +70,8 @@ class Daemon:
         self.notifier = notifier or Notifier.from_env()
         self.watchdog = WatchdogGate(self.notifier)
         self.topics = Topics(config.mqtt.topic_prefix)
-        self.models: ModelSet | None = None
+        self._models: ModelSet | None = None  # until the pipeline runs; then pipeline.models
+        self.modelctl: ModelControl | None = None
         self.capture: Capture | None = None
         self.pipeline: Pipeline | None = None
         self.publisher: Publisher | None = None
@@ -79,6 +82,11 @@ class Daemon:
         self._classified = 0  # frames classified (written by the pipeline's emit, read by the main loop)
         self._status_last = (time.monotonic(), 0)
         self._stats_last = (time.monotonic(), 0, 0)  # time, frames captured, results published
+
+    @property
+    def models(self) -> ModelSet | None:
+        """The set classifying now (it changes with swaps and Edge TPU fallbacks)."""
+        return self.pipeline.models if self.pipeline is not None else self._models
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -93,19 +101,24 @@ class Daemon:
 
     def _startup(self, stack: ExitStack) -> None:
         config = self.config
-        self.models = open_model_set(config.model, config.classify)
+        self.modelctl = ModelControl(config, deliver=self.control.put, event=self._event, reply=self._reply_to)
+        stack.callback(self.modelctl.close)
+        self._models = self.modelctl.open_initial()
         stack.callback(lambda: self.models.close() if self.models else None)
-        info = self.models.info
+        info = self._models.info
         log.info("model %s (%s, sha256 %s…) on %s with %d interpreter(s), %s", info.name, info.path,
-                 info.sha256[:12], info.accelerator, len(self.models.classifiers), info.runtime)
+                 info.sha256[:12], info.accelerator, len(self._models.classifiers), info.runtime)
         self.publisher = self._open_publisher(config)
         stack.callback(self._close_outbox)
-        if info.fallback:
+        if self._models.fallback:
             self.publisher.event("accelerator_fallback", model=info.name, accelerator=info.accelerator,
-                                 reason=info.fallback)
+                                 reason=self._models.fallback)
         self.capture = self._open_capture(config)
-        self.pipeline = Pipeline(self.capture, self.models, self._emit, max_frames=self.max_frames,
-                                 smoothing=config.publish.smoothing).start()
+        self.pipeline = Pipeline(self.capture, self._models, self._emit, max_frames=self.max_frames,
+                                 smoothing=config.publish.smoothing, workers=worker_count(config.model, "cpu"),
+                                 on_failure=self.modelctl.supervisor.on_failure)
+        self.modelctl.attach(self.pipeline)
+        self.pipeline.start()
         self.notifier.status(f"model {info.name} loaded on {info.accelerator}; waiting for the first frame")
 
     def _open_publisher(self, config: Config) -> Publisher:
@@ -192,6 +205,8 @@ class Daemon:
                 self._answer(item)
             elif isinstance(item, paho.MQTTMessage):
                 self._on_birth(item)
+            elif item is not None and self.modelctl is not None:
+                self.modelctl.handle(item)
             if self.pipeline.finished.is_set():
                 capture = self.pipeline.capture
                 if capture.error is not None:
@@ -201,6 +216,8 @@ class Daemon:
                 return 0
             self.watchdog.tick()
             now = time.monotonic()
+            if self.modelctl is not None:
+                self.modelctl.poll_store(now)
             if now >= status_due and self.notifier.enabled:
                 self.notifier.status(self._status_line())
                 status_due = now + 5.0
@@ -243,6 +260,8 @@ class Daemon:
         # Crossing: called from a pipeline worker, in frame order; the publisher enqueues.
         assert self.publisher is not None
         self.publisher.submit(outcome)
+        if self.modelctl is not None:
+            self.modelctl.observe(outcome)
         if outcome.classification is not None:
             # Every classified frame counts for the watchdog, published or not (change mode).
             self._classified += 1
@@ -282,14 +301,25 @@ class Daemon:
         if name is None:
             return
         arguments, error = parse_arguments(request.payload, self.config.commands.max_payload)
-        reply = {"ok": False, "error": error} if error else self.commands.handle(name, arguments)
-        reply = {"command": name, **reply}
+        reply = {"ok": False, "error": error} if error else self.commands.handle(name, arguments, request)
+        if reply is None:
+            return  # answered later (a model swap replies once it is done)
+        self._reply_to(name, request, reply)
+
+    def _reply_to(self, name: str, request: Request, body: dict[str, Any]) -> None:
+        """Send a reply body with the command's name and the request's request_id."""
+        reply = {"command": name, **body}
+        arguments, _ = parse_arguments(request.payload, self.config.commands.max_payload)
         request_id = arguments.get("request_id")
         if request_id is not None:
             reply["request_id"] = request_id
         if not reply["ok"]:
             log.warning("command %s from %s refused: %s", name, request.topic, reply["error"])
         self._reply(name, request, reply)
+
+    def _event(self, name: str, **details: Any) -> None:
+        if self.publisher is not None:
+            self.publisher.event(name, **details)
 
     def _reply(self, name: str, request: Request, reply: dict[str, Any]) -> None:
         connection = self.connection
@@ -345,6 +375,8 @@ class Daemon:
             "inference_ms_p50": telemetry.percentile(latencies, 50),
             "inference_ms_p95": telemetry.percentile(latencies, 95),
             "accelerator": info.accelerator,
+            "accelerator_state": self.modelctl.supervisor.state if self.modelctl else "ok",
+            "fallbacks": self.modelctl.supervisor.fallbacks if self.modelctl else 0,
             "model": info.name,
             "paused": self.pipeline.paused,
             "uptime_s": round(now - self.started, 1),
@@ -373,7 +405,12 @@ class Daemon:
             "paused": self.pipeline.paused,
             "uptime_s": round(time.monotonic() - self.started, 1),
             "model": {"name": info.name, "path": str(info.path), "sha256": info.sha256,
-                      "accelerator": info.accelerator, "fallback": info.fallback, "runtime": info.runtime,
+                      "requested": str(info.requested), "accelerator": info.accelerator,
+                      "accelerator_state": self.modelctl.supervisor.state if self.modelctl else "ok",
+                      "fallback": self.models.fallback, "fallbacks": self.modelctl.supervisor.fallbacks
+                      if self.modelctl else 0, "swaps": self.modelctl.swaps if self.modelctl else 0,
+                      "isolated": isinstance(getattr(self.models.spec, "isolated", None), bool)
+                      and self.models.spec.isolated, "runtime": info.runtime,
                       "classes": info.classes, "labels": classifier.label_source,
                       "input": list(info.input.shape), "interpreters": len(self.models.classifiers)},
             "source": {"name": capture.source.name, "kind": self.config.source.kind, "frames": capture.frames,
@@ -459,27 +496,27 @@ class Daemon:
 
     def _apply(self, new: Config) -> None:
         old = self.config
-        assert self.pipeline is not None and self.publisher is not None
+        assert self.pipeline is not None and self.publisher is not None and self.modelctl is not None
         needs_restart = [name for name in ("mqtt", "device", "commands", "homeassistant")
                          if getattr(new, name) != getattr(old, name)]
         for key in ("spool_dir", "spool_max_messages", "spool_max_bytes", "retain", "stats_interval"):
             if getattr(new.publish, key) != getattr(old.publish, key):
                 needs_restart.append(f"publish.{key}")
+        if worker_count(new.model, "cpu") > self.pipeline.workers:
+            needs_restart.append("model.threads / model.interpreters (more interpreters)")
         if needs_restart:
             raise ConfigChangeNeedsRestart(", ".join(needs_restart))
-        if new.model != old.model:
-            models = open_model_set(new.model, new.classify)  # fails before anything changes
-            if len(models.classifiers) != len(self.pipeline.models.classifiers):
-                models.close()
-                raise ConfigChangeNeedsRestart("model.threads / model.interpreters")
-            self.pipeline.swap(models).retire()
-            self.models = models
-            info = models.info
-            self.publisher.event("model_swapped", model=info.name, sha256=info.sha256, accelerator=info.accelerator)
+        model_changed = new.model != old.model
+        if model_changed and self.modelctl.swapper.busy:
+            raise ConfigChangeNeedsRestart("model (a model swap is under way: reload again when it is done)")
         if new.source != old.source:
             old_capture = self.pipeline.replace_capture(self._open_capture(new))
             old_capture.close()
         self.apply_runtime(new)
+        self.modelctl.config = new
+        if model_changed:
+            # Loaded, checked and switched in the background; model_swapped or model_rejected says how it went.
+            self.modelctl.request(SwapRequest("reload", path=Path(new.model.path), config=new))
 
 
 def _policy(config: Config) -> PublishPolicy:

@@ -25,11 +25,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from edge_classifier.classifier import Classifier
 from edge_classifier.engine.interpreter import ModelInfo
+from edge_classifier.errors import AcceleratorFailed
 from edge_classifier.postprocess.smoothing import ScoreWindow
 from edge_classifier.results import Classification
 from edge_classifier.source.base import Frame
@@ -59,10 +61,14 @@ class ModelSet:
     worker took with it is done, so no interpreter is freed under a running invoke.
     """
 
-    def __init__(self, classifiers: Sequence[Classifier]) -> None:
+    def __init__(self, classifiers: Sequence[Classifier], *, plan: Any = None, spec: Any = None,
+                 fallback: str | None = None) -> None:
         if not classifiers:
             raise ValueError("a model set needs at least one classifier")
         self.classifiers = tuple(classifiers)
+        self.plan = plan  # daemon.models.ModelPlan: how to open the model again (TPU / CPU)
+        self.spec = spec  # daemon.models.EngineSpec this set was opened with
+        self.fallback = fallback  # why the Edge TPU is not used although the model has a TPU version
         self._lock = threading.Lock()
         self._in_use = 0
         self._retired = False
@@ -134,8 +140,17 @@ class _Reorder:
         return dataclasses.replace(outcome, classification=dataclasses.replace(result, top=top), scores=None)
 
 
+FailureHandler = Callable[[ModelSet, Exception], "ModelSet | None"]
+
+
 class Pipeline:
-    """Runs the workers until stopped, the source ends, or ``max_frames`` are taken."""
+    """Runs the workers until stopped, the source ends, or ``max_frames`` are taken.
+
+    There are ``workers`` threads; a model set may have fewer classifiers (the Edge TPU has
+    one), and then the workers without one wait. When an engine fails (AcceleratorFailed:
+    the Edge TPU worker died, raised or hung), ``on_failure`` may return a replacement set
+    (the CPU twin), which is swapped in and classifies the same frame again: no frame is lost.
+    """
 
     def __init__(
         self,
@@ -143,13 +158,16 @@ class Pipeline:
         models: ModelSet,
         emit: Callable[[Outcome], None],
         *,
+        workers: int | None = None,
         max_frames: int | None = None,
         smoothing: int = 1,
+        on_failure: FailureHandler | None = None,
     ) -> None:
         self.capture = capture
         self._models = models
         self._reorder = _Reorder(emit)
         self.set_smoothing(smoothing)
+        self._on_failure = on_failure
         self._take_lock = threading.Lock()
         self._seq = 0
         self._max_frames = max_frames
@@ -157,9 +175,9 @@ class Pipeline:
         self.finished = threading.Event()
         """Set when every worker has ended (source exhausted, frame limit or stop)."""
         self._paused = threading.Event()
+        count = max(workers or 0, len(models.classifiers))
         self._workers = [
-            threading.Thread(target=self._work, args=(i,), name=f"infer-{i}", daemon=True)
-            for i in range(len(models.classifiers))
+            threading.Thread(target=self._work, args=(i,), name=f"infer-{i}", daemon=True) for i in range(count)
         ]
         self._alive = len(self._workers)
         self._alive_lock = threading.Lock()
@@ -168,6 +186,10 @@ class Pipeline:
     @property
     def models(self) -> ModelSet:
         return self._models
+
+    @property
+    def workers(self) -> int:
+        return len(self._workers)
 
     @property
     def taken(self) -> int:
@@ -182,7 +204,7 @@ class Pipeline:
     def swap(self, models: ModelSet) -> ModelSet:
         """Use ``models`` from the next frame taken on; returns the previous set, which
         the caller ``retire``s (it closes when its frames in flight are done)."""
-        if len(models.classifiers) != len(self._workers):
+        if len(models.classifiers) > len(self._workers):
             raise ValueError(f"model set has {len(models.classifiers)} classifiers for {len(self._workers)} workers")
         with self._take_lock:
             old, self._models = self._models, models
@@ -217,13 +239,19 @@ class Pipeline:
         return self.finished.wait(timeout)
 
     def _take(self, worker: int) -> tuple[int, Frame, ModelSet] | bool | None:
-        """The next numbered frame and this worker's classifier for it; None when nothing
-        came in time; False when this worker should end."""
+        """The next numbered frame and the set to classify it with; None when nothing came
+        in time (or this worker has no classifier in the current set); False when this
+        worker should end."""
+        if worker >= len(self._models.classifiers):
+            # No interpreter for this worker in the current set (the Edge TPU has one).
+            return False if self._stop.wait(0.1) else None
         with self._take_lock:
             if self._stop.is_set():
                 return False
             if self._max_frames is not None and self._seq >= self._max_frames:
                 return False
+            if worker >= len(self._models.classifiers):
+                return None  # the set changed while this worker waited for the lock
             # Crossing: frames come from the capture thread.
             frame = self.capture.get(timeout=0.1)
             if frame is None:
@@ -245,19 +273,37 @@ class Pipeline:
                 if taken is None or taken is True:
                     continue
                 seq, frame, models = taken
-                try:
-                    # Each worker owns one classifier of the set: an interpreter is never shared.
-                    outcome = self._classify(seq, frame, models.classifiers[index])
-                finally:
-                    models.release()
-                self._reorder.done(outcome)
+                self._reorder.done(self._classify_with(seq, frame, models, index))
         finally:
             with self._alive_lock:
                 self._alive -= 1
                 if self._alive == 0:
                     self.finished.set()
 
+    def _classify_with(self, seq: int, frame: Frame, models: ModelSet, index: int) -> Outcome:
+        """Classify with ``models`` (acquired by _take); on an engine failure, with its replacement."""
+        try:
+            # Each worker owns one classifier of the set: an interpreter is never shared.
+            return self._classify(seq, frame, models.classifiers[index])
+        except AcceleratorFailed as exc:
+            replacement = self._on_failure(models, exc) if self._on_failure else None
+            if replacement is None or index >= len(replacement.classifiers):
+                self.failed += 1
+                return Outcome(seq, frame, None, f"{type(exc).__name__}: {exc}")
+            replacement.acquire()
+            try:
+                return self._classify(seq, frame, replacement.classifiers[index])
+            except AcceleratorFailed as again:
+                self.failed += 1
+                return Outcome(seq, frame, None, f"{type(again).__name__}: {again}")
+            finally:
+                replacement.release()
+        finally:
+            models.release()
+
     def _classify(self, seq: int, frame: Frame, classifier: Classifier) -> Outcome:
+        """One frame; AcceleratorFailed propagates (the caller falls back), anything else
+        becomes a failed outcome (one bad frame must not end the worker)."""
         start = time.perf_counter()
         smoothing = self._reorder.window is not None
         try:
@@ -265,11 +311,12 @@ class Pipeline:
             raw, inference_ms = classifier.engine.timed_invoke(tensor)
             scores = classifier.scores(raw)
             top = classifier.pick(scores)
+        except AcceleratorFailed:
+            raise
         except Exception as exc:
-            # One bad frame (or a failing engine) must not end the worker.
             self.failed += 1
             log.exception("pipeline: frame %d from %s failed", frame.index, frame.source)
-            return Outcome(seq, frame, None, f"{type(exc).__name__}: {exc}")
+            return Outcome(seq, frame, None, f"{type(exc).__name__}: {exc}", classifier=classifier)
         total_ms = (time.perf_counter() - start) * 1000.0
         return Outcome(seq, frame, Classification(top, classifier.info, inference_ms, total_ms),
-                       scores=scores if smoothing else None, classifier=classifier if smoothing else None)
+                       scores=scores if smoothing else None, classifier=classifier)

@@ -12,7 +12,7 @@ from typing import Any
 
 from edge_classifier.engine.runtime import Runtime
 
-__all__ = ["EDGETPU_LIBRARY", "AcceleratorUnavailable", "load_edgetpu_delegate"]
+__all__ = ["EDGETPU_LIBRARY", "AcceleratorUnavailable", "library_problem", "load_edgetpu_delegate"]
 
 EDGETPU_LIBRARY = {"linux": "libedgetpu.so.1", "darwin": "libedgetpu.1.dylib", "win32": "edgetpu.dll"}.get(
     sys.platform, "libedgetpu.so.1"
@@ -21,6 +21,23 @@ EDGETPU_LIBRARY = {"linux": "libedgetpu.so.1", "darwin": "libedgetpu.1.dylib", "
 
 class AcceleratorUnavailable(Exception):
     """The delegate did not load; ``str()`` says why. Internal: callers decide what it means."""
+
+
+def library_problem() -> str | None:
+    """Why the Edge TPU runtime library cannot be loaded, or None when it can.
+
+    Only ``dlopen``s the library (the same failure ``load_delegate`` gives first, OSError)
+    without creating a delegate, so it opens no device: a cheap check before starting a
+    worker process that would only fail the same way.
+    """
+    import ctypes
+
+    try:
+        ctypes.CDLL(EDGETPU_LIBRARY)
+    except OSError as exc:
+        return (f"the Edge TPU runtime {EDGETPU_LIBRARY} is not installed ({exc}); "
+                "install libedgetpu1-std (see the README's troubleshooting)")
+    return None
 
 
 def load_edgetpu_delegate(runtime: Runtime, device: str = "") -> Any:

@@ -15,7 +15,7 @@ import logging
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from edge_classifier.engine.model import ModelFile
 from edge_classifier.engine.runtime import Runtime, load_runtime
 from edge_classifier.errors import AcceleratorError, ConfigError, CustomOpError, ModelError
 
-__all__ = ["Engine", "ModelInfo", "TensorInfo"]
+__all__ = ["Engine", "EngineLike", "ModelInfo", "TensorInfo"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,17 @@ class ModelInfo:
 
     def as_payload(self) -> dict[str, str]:
         return {"name": self.name, "sha256": self.sha256, "accelerator": self.accelerator}
+
+
+class EngineLike(Protocol):
+    """What a classifier needs of an engine: the in-process ``Engine`` or the supervised
+    ``WorkerEngine`` (the interpreter in a child process)."""
+
+    @property
+    def info(self) -> ModelInfo: ...
+    def invoke(self, tensor: np.ndarray) -> np.ndarray: ...
+    def timed_invoke(self, tensor: np.ndarray) -> tuple[np.ndarray, float]: ...
+    def close(self) -> None: ...
 
 
 class Engine:

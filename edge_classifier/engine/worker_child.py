@@ -37,9 +37,12 @@ from edge_classifier.engine.interpreter import Engine
 from edge_classifier.engine.shm import SharedTensor
 from edge_classifier.errors import ConfigError, CustomOpError, EdgeClassifierError
 
-__all__ = ["FAULTS", "FAULT_ENV", "ErrorReport", "Fault", "WorkerRequest", "serve"]
+__all__ = ["FAULTS", "FAULT_ENV", "FAULT_FILE_ENV", "ErrorReport", "Fault", "WorkerRequest", "serve"]
 
 FAULT_ENV = "EDGE_CLASSIFIER_WORKER_FAULT"
+# A file whose content is a fault, read by each new child while the file exists: a test can
+# make a device fail and, by deleting the file, let it recover.
+FAULT_FILE_ENV = "EDGE_CLASSIFIER_WORKER_FAULT_FILE"
 FAULTS = ("abort", "raise", "hang", "abort-open", "hang-open")
 
 
@@ -174,6 +177,13 @@ def _answer_invokes(conn: Connection, engine: Engine, tensor_in: SharedTensor, t
 
 def _staged_fault(request: WorkerRequest) -> Fault | None:
     text = request.fault or os.environ.get(FAULT_ENV, "")
+    fault_file = os.environ.get(FAULT_FILE_ENV)
+    if not text and fault_file:
+        try:
+            with open(fault_file, encoding="utf-8") as handle:
+                text = handle.read().strip()
+        except FileNotFoundError:
+            text = ""
     if not text:
         return None
     try:

@@ -1,0 +1,151 @@
+"""Hot swap: a new model is fetched, checked and loaded in the background, then switched in
+between two frames, while the running model keeps classifying.
+
+Thread ``model-loader`` takes one request at a time (from the ``model`` command, the store
+watcher or a reload) and does the slow part: resolve the name inside the store or download
+the URL (sha256 mandatory), validate the file in a child process (a hostile file can only
+crash the child), open the engines and run one smoke inference. It hands the ready set to
+the main loop through the control queue (``SwapReady``), or the reason it was rejected
+(``SwapRejected``); the main loop switches, and confirms once the new model has produced a
+result (the old one stays loaded until then, and comes back if the new one fails).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_classifier.config.schema import Config
+from edge_classifier.control.requests import Request
+from edge_classifier.daemon.models import open_model_set, plan_model
+from edge_classifier.daemon.pipeline import ModelSet
+from edge_classifier.errors import EdgeClassifierError
+from edge_classifier.store.fetch import fetch_url
+from edge_classifier.store.store import resolve_name, sidecar_labels
+from edge_classifier.store.validate import validate_model
+
+__all__ = ["SwapReady", "SwapRejected", "SwapRequest", "Swapper"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SwapRequest:
+    trigger: str  # "command" | "watch" | "reload"
+    name: str | None = None  # a file in the store
+    url: str | None = None  # a download (with sha256)
+    sha256: str | None = None
+    path: Path | None = None  # a path from the configuration (reload)
+    config: Config | None = None  # the configuration to open it with (reload), else the running one
+    request: Request | None = None  # the command to reply to
+    command: str = "model"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SwapReady:
+    request: SwapRequest
+    models: ModelSet
+    timings: dict[str, float]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SwapRejected:
+    request: SwapRequest
+    reason: str
+    timings: dict[str, float]
+
+
+class Swapper:
+    """Runs swap requests one at a time in thread ``model-loader``."""
+
+    def __init__(self, config: Callable[[], Config], deliver: Callable[[Any], None]) -> None:
+        self._config = config
+        self._deliver = deliver  # crossing: puts results on the daemon's control queue
+        self._queue: queue.SimpleQueue[SwapRequest | None] = queue.SimpleQueue()
+        self._busy = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="model-loader", daemon=True)
+        self._thread.start()
+
+    @property
+    def busy(self) -> bool:
+        return self._busy.is_set()
+
+    def submit(self, request: SwapRequest) -> bool:
+        """Queue a swap; False when one is already under way (the caller rejects this one)."""
+        if self._busy.is_set():
+            return False
+        self._busy.set()
+        self._queue.put(request)
+        return True
+
+    def done(self) -> None:
+        """The main loop finished the swap (confirmed or rolled back): take the next."""
+        self._busy.clear()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while (request := self._queue.get()) is not None:
+            timings: dict[str, float] = {}
+            try:
+                models = self._prepare(request, timings)
+            except EdgeClassifierError as exc:
+                self._deliver(SwapRejected(request, str(exc), timings))
+            except Exception as exc:  # a bug must not kill the loader thread
+                log.exception("model swap failed")
+                self._deliver(SwapRejected(request, f"{type(exc).__name__}: {exc}", timings))
+            else:
+                self._deliver(SwapReady(request, models, timings))
+
+    def _prepare(self, request: SwapRequest, timings: dict[str, float]) -> ModelSet:
+        config = request.config or self._config()
+        model = config.model
+        store = Path(model.dir)
+        max_bytes = int(model.max_size_mb * 1024 * 1024)
+        start = time.perf_counter()
+        if request.url is not None:
+            path = fetch_url(request.url, store, sha256=request.sha256 or "", max_bytes=max_bytes)
+            timings["download_ms"] = _ms(start)
+        elif request.name is not None:
+            path = resolve_name(store, request.name)
+        else:
+            assert request.path is not None
+            path = request.path
+        labels = model.labels if request.path is not None and model.labels else sidecar_labels(path)
+        start = time.perf_counter()
+        report = validate_model(path, labels=labels, max_bytes=max_bytes, expected_sha256=request.sha256)
+        timings["validate_ms"] = _ms(start)
+        if not report.ok:
+            raise _Rejected("; ".join(report.problems))
+        start = time.perf_counter()
+        plan = plan_model(model, path, labels=labels or None)
+        models = open_model_set(model, config.classify, plan=plan)
+        timings["load_ms"] = _ms(start)
+        start = time.perf_counter()
+        try:
+            for classifier in models.classifiers:  # every engine answers before any frame goes to it
+                shape = classifier.info.input.shape
+                classifier.engine.invoke(np.zeros(shape, classifier.info.input.dtype))
+        except Exception:
+            models.close()
+            raise
+        timings["smoke_ms"] = _ms(start)
+        return models
+
+
+class _Rejected(EdgeClassifierError):
+    pass
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000.0, 1)
