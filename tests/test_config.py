@@ -62,3 +62,14 @@ def test_integers_are_accepted_for_floats(tmp_path):
 
 def test_the_tree_is_all_dataclasses():
     assert all(dataclasses.is_dataclass(f.type) or isinstance(f.type, str) for f in dataclasses.fields(Config))
+
+
+def test_several_edge_tpus(tmp_path):
+    config = parse_config({"model": {"devices": ["usb:0", "usb:1", "pci:0"]}}, tmp_path)
+    assert config.model.devices == ("usb:0", "usb:1", "pci:0")
+    from edge_classifier.daemon.models import worker_count
+
+    assert worker_count(config.model, "edgetpu") == 3
+    for bad, problem in ((["usb:0", "usb:0"], "lists a device twice"), (["tpu"], "each must be")):
+        with pytest.raises(ConfigError, match=problem):
+            parse_config({"model": {"devices": bad}}, tmp_path)

@@ -45,6 +45,16 @@ def _edgetpu_device(value: str) -> str | None:
     return f"must be '', 'usb', 'usb:N', 'pci' or 'pci:N', not {value!r}"
 
 
+def _edgetpu_devices(value: tuple[str, ...]) -> str | None:
+    for item in value:
+        problem = _edgetpu_device(item)
+        if problem is not None or not item:
+            return f"each must be 'usb', 'usb:N', 'pci' or 'pci:N', not {item!r}"
+    if len(set(value)) != len(value):
+        return f"lists a device twice: {list(value)}"
+    return None
+
+
 def _roi(value: tuple[int, ...]) -> str | None:
     if value == ():
         return None
@@ -108,6 +118,8 @@ class ModelConfig:
                                choices=("auto", "cpu", "edgetpu"))
     device: str = setting("", "Which Edge TPU: '' (any), 'usb', 'usb:N', 'pci', 'pci:N'.",
                           check=_edgetpu_device)
+    devices: tuple[str, ...] = setting((), "Several Edge TPUs, e.g. ['usb:0', 'usb:1']: one worker each, frames "
+                                       "spread across them (overrides `device`).", check=_edgetpu_devices)
     threads: int = setting(2, "CPU threads for inference in all: `run` gives each of its interpreters one "
                            "thread, `classify` uses one interpreter with this many.", minimum=1, maximum=64)
     interpreters: int = setting(0, "Interpreters working on alternate frames in `run`; 0 means one per "

@@ -114,8 +114,9 @@ class Daemon:
             self.publisher.event("accelerator_fallback", model=info.name, accelerator=info.accelerator,
                                  reason=self._models.fallback)
         self.capture = self._open_capture(config)
+        workers = max(worker_count(config.model, "cpu"), worker_count(config.model, "edgetpu"))
         self.pipeline = Pipeline(self.capture, self._models, self._emit, max_frames=self.max_frames,
-                                 smoothing=config.publish.smoothing, workers=worker_count(config.model, "cpu"),
+                                 smoothing=config.publish.smoothing, workers=workers,
                                  on_failure=self.modelctl.supervisor.on_failure)
         self.modelctl.attach(self.pipeline)
         self.pipeline.start()

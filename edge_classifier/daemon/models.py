@@ -39,7 +39,7 @@ class EngineSpec:
 
     path: Path
     accelerator: str  # "edgetpu" | "cpu"
-    device: str
+    devices: tuple[str, ...]  # one per engine ("" = any)
     threads: int
     count: int
     isolated: bool
@@ -59,7 +59,7 @@ class ModelPlan:
 def worker_count(model: ModelConfig, accelerator: str) -> int:
     """How many interpreters: as configured, else one per thread on the CPU, one on the TPU."""
     if accelerator == "edgetpu":
-        return 1
+        return max(1, len(model.devices))
     if model.interpreters:
         return model.interpreters
     return max(1, min(model.threads, os.cpu_count() or 1))
@@ -71,7 +71,8 @@ def plan_model(model: ModelConfig, path: str | Path | None = None, labels: str |
     tpu_file = requested.path if requested.edgetpu else requested.edgetpu_twin
     tpu = None
     if model.accelerator != "cpu" and tpu_file.is_file():
-        tpu = EngineSpec(tpu_file, "edgetpu", model.device, 1, 1, True, model.invoke_timeout)
+        devices = model.devices or (model.device,)
+        tpu = EngineSpec(tpu_file, "edgetpu", devices, 1, len(devices), True, model.invoke_timeout)
     elif model.accelerator == "edgetpu":
         raise ConfigError([
             f"model.accelerator: 'edgetpu' needs a model compiled for the Edge TPU, but {requested.path} "
@@ -81,7 +82,7 @@ def plan_model(model: ModelConfig, path: str | Path | None = None, labels: str |
     cpu = None
     if model.accelerator != "edgetpu" and cpu_file is not None and cpu_file.is_file():
         count = worker_count(model, "cpu")
-        cpu = EngineSpec(cpu_file, "cpu", "", max(1, model.threads // count), count, model.isolate,
+        cpu = EngineSpec(cpu_file, "cpu", ("",) * count, max(1, model.threads // count), count, model.isolate,
                          model.invoke_timeout)
     if tpu is None and cpu is None:
         twin = cpu_file.name if cpu_file else "a CPU twin"
@@ -95,12 +96,13 @@ def plan_model(model: ModelConfig, path: str | Path | None = None, labels: str |
 def open_engines(spec: EngineSpec) -> list[EngineLike]:
     engines: list[EngineLike] = []
     try:
-        for _ in range(spec.count):
+        for index in range(spec.count):
+            device = spec.devices[index] if index < len(spec.devices) else ""
             if spec.isolated:
-                engines.append(WorkerEngine.open(spec.path, accelerator=spec.accelerator, device=spec.device,
+                engines.append(WorkerEngine.open(spec.path, accelerator=spec.accelerator, device=device,
                                                  threads=spec.threads, timeout=spec.timeout))
             else:
-                engines.append(Engine.open(spec.path, accelerator=spec.accelerator, device=spec.device,
+                engines.append(Engine.open(spec.path, accelerator=spec.accelerator, device=device,
                                            threads=spec.threads))
     except BaseException:
         for engine in engines:
