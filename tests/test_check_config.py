@@ -107,3 +107,27 @@ def test_secret_values_are_never_printed(tmp_path):
     _build(WithSecret, {"password": "hunter2"}, "mqtt.", problems)
     assert problems == ["mqtt.password: <secret> is too short"]
     assert "hunter2" not in repr(WithSecret(password="hunter2!"))
+
+
+def test_shipped_config_documents_every_key():
+    """config.toml names every key of the schema (with its comment), so it stays the reference."""
+    import dataclasses
+    import tomllib
+    import typing
+
+    from edge_classifier.config.schema import Config
+
+    data = tomllib.loads((REPO / "config.toml").read_text())
+    missing = []
+
+    def walk(cls, table, prefix):
+        hints = typing.get_type_hints(cls)
+        for field in dataclasses.fields(cls):
+            kind = hints[field.name]
+            if dataclasses.is_dataclass(kind):
+                walk(kind, table.get(field.name, {}), f"{prefix}{field.name}.")
+            elif field.name not in table:
+                missing.append(prefix + field.name)
+
+    walk(Config, data, "")
+    assert missing == []
