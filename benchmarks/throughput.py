@@ -144,7 +144,7 @@ class Counter:
 
 
 def run_daemon(work: Path, model: Path, port: int, frames: int, fps: float, threads: int,
-               counter: Counter) -> dict[str, float]:
+               counter: Counter, qos: int = 1) -> dict[str, float]:
     config = work / f"config-{fps}.toml"
     config.write_text(f"""
 [device]
@@ -164,7 +164,7 @@ top_k = 3
 [mqtt]
 host = "127.0.0.1"
 port = {port}
-qos = 1
+qos = {qos}
 """)
     counter.start(frames + 2)  # +2: the marker and its removal
     proc = subprocess.Popen([sys.executable, "-m", "edge_classifier", "run", "-c", str(config),

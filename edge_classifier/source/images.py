@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import time
 
 import cv2
 import numpy as np
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 
+
+_CACHE_BYTES = 64 * 1024 * 1024  # decoded images kept for a looping folder, at most
 
 class ImageSource:
     """Image files as frames (BGR, as OpenCV decodes them)."""
@@ -41,8 +44,30 @@ class ImageSource:
         self._next = 0
         self._delivered_this_pass = 0
         self._warned: set[str] = set()
+        self._listed: tuple[int | None, float, list[str]] | None = None  # (dir mtime, when, paths)
+        self._decoded: dict[str, tuple[tuple[int, int], np.ndarray]] = {}
+        self._decoded_bytes = 0
 
     def _listing(self) -> list[str]:
+        """The images, in name order. A directory is listed again only when its mtime
+        changes (files added, removed or renamed) and at least every second; a glob at most
+        once a second: a looping folder of one image would otherwise be listed every frame."""
+        now = time.monotonic()
+        try:
+            # A directory's identity for the cache is its mtime; a glob has none (None).
+            key = os.stat(self.pattern).st_mtime_ns if os.path.isdir(self.pattern) else None
+        except OSError:
+            key = None
+        cached = self._listed
+        fresh = cached is not None and now - cached[1] < 1.0 and cached[0] == key
+        if fresh and (key is not None or glob.has_magic(self.pattern)):
+            assert cached is not None
+            return cached[2]
+        paths = self._list_now()
+        self._listed = (key, now, paths)
+        return paths
+
+    def _list_now(self) -> list[str]:
         if os.path.isdir(self.pattern):
             names = [os.path.join(self.pattern, n) for n in os.listdir(self.pattern)]
             paths = [p for p in names if os.path.splitext(p)[1].lower() in IMAGE_SUFFIXES]
@@ -85,6 +110,20 @@ class ImageSource:
 
     def _decode(self, path: str) -> np.ndarray | None:
         try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            log.debug("images: %s vanished, skipped", path)
+            return None
+        except OSError as exc:
+            self._skip(path, str(exc))
+            return None
+        # A looping folder shows the same files again and again: keep them decoded (as
+        # read-only arrays, so no frame can change another) while their size and mtime hold.
+        key = (stat.st_size, stat.st_mtime_ns)
+        cached = self._decoded.get(path)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        try:
             with open(path, "rb") as f:
                 data = f.read()
         except FileNotFoundError:
@@ -96,7 +135,20 @@ class ImageSource:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
         if image is None:
             self._skip(path, "not a decodable image")
+            return None
+        if self.loop:
+            self._remember(path, key, image)
         return image
+
+    def _remember(self, path: str, key: tuple[int, int], image: np.ndarray) -> None:
+        old = self._decoded.pop(path, None)
+        if old is not None:
+            self._decoded_bytes -= old[1].nbytes
+        if self._decoded_bytes + image.nbytes > _CACHE_BYTES:
+            return  # a big folder is decoded as it goes, not kept
+        image.flags.writeable = False
+        self._decoded[path] = (key, image)
+        self._decoded_bytes += image.nbytes
 
     def _skip(self, path: str, why: str) -> None:
         self.skipped += 1
@@ -107,3 +159,5 @@ class ImageSource:
     def close(self) -> None:
         self._paths = []
         self._next = 0
+        self._decoded.clear()
+        self._decoded_bytes = 0
