@@ -173,9 +173,9 @@ qos = {qos}
     # CPU time is read at the first and the last result, so start-up (imports, model
     # loading) is not counted against the frames.
     counter.first(60)
-    cpu_first = process_cpu(proc.pid)
+    cpu_first, rss_first = process_cpu(proc.pid), process_rss_mb(proc.pid)
     arrived = counter.wait(120)
-    cpu_last = process_cpu(proc.pid)
+    cpu_last, rss_last = process_cpu(proc.pid), process_rss_mb(proc.pid)
     _, stderr = proc.communicate(timeout=60)
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
     if proc.returncode != 0:
@@ -185,7 +185,16 @@ qos = {qos}
     times = counter.times
     rate = (len(times) - 1) / (times[-1] - times[0])
     return {"rate": rate, "results": len(times),
-            "cpu_ms_per_frame": (cpu_last - cpu_first) / (len(times) - 1) * 1000.0, "peak_rss_mb": peak}
+            "cpu_ms_per_frame": (cpu_last - cpu_first) / (len(times) - 1) * 1000.0, "peak_rss_mb": peak,
+            "rss_first_mb": rss_first, "rss_last_mb": rss_last}
+
+
+def process_rss_mb(pid: int) -> float:
+    """Resident memory of a running process in MiB, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return 0.0
 
 
 def process_cpu(pid: int) -> float:
@@ -238,6 +247,7 @@ def main() -> None:
         "cpu_ms_per_invoke_paced_30fps": round(paced_cpu, 2),
         "raw_invokes_per_s_1_thread": round(raw_single, 1),
         "daemon_peak_rss_mb": round(max(e2e["peak_rss_mb"], capped["peak_rss_mb"]), 1),
+        "daemon_rss_first_last_result_mb": [round(e2e["rss_first_mb"], 1), round(e2e["rss_last_mb"], 1)],
     }
     print(f"model                       {summary['model']} ({cores} cores)")
     print(f"raw invoke rate             {raw:8.1f} /s   (1 interpreter, {cores} threads; runs {raw1:.1f}, {raw2:.1f})")
@@ -246,7 +256,8 @@ def main() -> None:
     print(f"CPU per frame at 30 fps     {capped['cpu_ms_per_frame']:8.2f} ms  (whole daemon process)")
     print(f"CPU per invoke alone        {raw_cpu:8.2f} ms  ({cores} threads); {raw_single_cpu:.2f} ms (1 thread); "
           f"{paced_cpu:.2f} ms (1 thread, paced at 30/s)")
-    print(f"daemon peak RSS             {summary['daemon_peak_rss_mb']:8.1f} MB")
+    print(f"daemon peak RSS             {summary['daemon_peak_rss_mb']:8.1f} MB  (RSS at the first and the last "
+          f"of {e2e['results']} results: {e2e['rss_first_mb']:.1f}, {e2e['rss_last_mb']:.1f} MB)")
     print(json.dumps(summary))
 
 
