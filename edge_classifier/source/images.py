@@ -111,19 +111,12 @@ class ImageSource:
     def _decode(self, path: str) -> np.ndarray | None:
         try:
             stat = os.stat(path)
-        except FileNotFoundError:
-            log.debug("images: %s vanished, skipped", path)
-            return None
-        except OSError as exc:
-            self._skip(path, str(exc))
-            return None
-        # A looping folder shows the same files again and again: keep them decoded (as
-        # read-only arrays, so no frame can change another) while their size and mtime hold.
-        key = (stat.st_size, stat.st_mtime_ns)
-        cached = self._decoded.get(path)
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        try:
+            # A looping folder shows the same files again and again: keep them decoded (as
+            # read-only arrays, so no frame can change another) while size and mtime hold.
+            key = (stat.st_size, stat.st_mtime_ns)
+            cached = self._decoded.get(path)
+            if cached is not None and cached[0] == key:
+                return cached[1]
             with open(path, "rb") as f:
                 data = f.read()
         except FileNotFoundError:
