@@ -13,8 +13,11 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import cv2
+
 from edge_classifier.config.runtime import apply_changes
 from edge_classifier.control.requests import Request
+from edge_classifier.daemon import report
 from edge_classifier.errors import ConfigError, EdgeClassifierError
 
 if TYPE_CHECKING:
@@ -69,7 +72,7 @@ class CommandHandler:
 
     def status(self, arguments: dict[str, Any]) -> dict[str, Any]:
         _no_arguments(arguments)
-        return {"state": self.daemon.state()}
+        return {"state": report.state(self.daemon)}
 
     def pause(self, arguments: dict[str, Any]) -> dict[str, Any]:
         _no_arguments(arguments)
@@ -85,11 +88,25 @@ class CommandHandler:
         changes = {k: v for k, v in arguments.items() if k != "request_id"}
         new = apply_changes(self.daemon.config, changes)  # ConfigError: nothing changes
         self.daemon.apply_runtime(new)
-        return {"config": self.daemon.runtime_settings()}
+        return {"config": report.runtime_settings(self.daemon.config)}
 
     def snapshot(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """The latest frame as JPEG on ``{prefix}/snapshot``."""
         _no_arguments(arguments)
-        return self.daemon.snapshot()
+        daemon = self.daemon
+        assert daemon.pipeline is not None
+        frame = daemon.pipeline.capture.last_frame
+        if frame is None:
+            raise CommandError("no frame captured yet")
+        image = cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR) if frame.rgb else frame.image
+        ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        if not ok:
+            raise CommandError("could not encode the frame as JPEG")
+        data = jpeg.tobytes()
+        if daemon.connection is not None:
+            daemon.connection.publish(daemon.topics.snapshot, data, qos=1)
+        return {"topic": daemon.topics.snapshot, "bytes": len(data), "frame": frame.index, "source": frame.source,
+                "width": frame.size[0], "height": frame.size[1]}
 
     def reload(self, arguments: dict[str, Any]) -> dict[str, Any]:
         _no_arguments(arguments)

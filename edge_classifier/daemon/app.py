@@ -18,16 +18,14 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, TextIO
 
-import cv2
 import paho.mqtt.client as paho
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from edge_classifier import __version__
 from edge_classifier.config import Config, load_config
+from edge_classifier.control.channel import CommandChannel
 from edge_classifier.control.commands import CommandHandler
-from edge_classifier.control.requests import FLEET_PREFIX, Request, command_name, parse_arguments
-from edge_classifier.daemon import telemetry
+from edge_classifier.control.requests import FLEET_PREFIX, Request
+from edge_classifier.daemon import report
 from edge_classifier.daemon.modelctl import ModelControl
 from edge_classifier.daemon.models import worker_count
 from edge_classifier.daemon.pipeline import ModelSet, Outcome, Pipeline
@@ -76,12 +74,15 @@ class Daemon:
         self.pipeline: Pipeline | None = None
         self.publisher: Publisher | None = None
         self.connection: MqttConnection | None = None
-        self.commands = CommandHandler(self)
         self.control = ControlQueue()
+        self.commands = CommandHandler(self)
+        self.channel = CommandChannel(self.topics.prefix, self.commands, queue=self.control.put,
+                                      connection=lambda: self.connection,
+                                      max_payload=lambda: self.config.commands.max_payload)
         self.started = time.monotonic()
         self._classified = 0  # frames classified (written by the pipeline's emit, read by the main loop)
         self._status_last = (time.monotonic(), 0)
-        self._stats_last = (time.monotonic(), 0, 0)  # time, frames captured, results published
+        self.stats_last = (time.monotonic(), 0, 0)  # time, frames captured, results published
 
     @property
     def models(self) -> ModelSet | None:
@@ -101,7 +102,7 @@ class Daemon:
 
     def _startup(self, stack: ExitStack) -> None:
         config = self.config
-        self.modelctl = ModelControl(config, deliver=self.control.put, event=self._event, reply=self._reply_to)
+        self.modelctl = ModelControl(config, deliver=self.control.put, event=self._event, reply=self.channel.reply_to)
         stack.callback(self.modelctl.close)
         self._models = self.modelctl.open_initial()
         stack.callback(lambda: self.models.close() if self.models else None)
@@ -136,7 +137,7 @@ class Daemon:
 
                 subscriptions.append(homeassistant.birth_topic(config.homeassistant.discovery_prefix))
             connection = MqttConnection(config.mqtt, status_topic=self.topics.status,
-                                        on_message=self._on_message, subscriptions=tuple(subscriptions))
+                                        on_message=self.channel.on_message, subscriptions=tuple(subscriptions))
             if config.publish.spool_dir:
                 outbox = self._disk_outbox(config)
         publisher = Publisher(
@@ -203,7 +204,7 @@ class Daemon:
             if item == signal.SIGHUP:
                 self.reload()
             elif isinstance(item, Request):
-                self._answer(item)
+                self.channel.answer(item)
             elif isinstance(item, paho.MQTTMessage):
                 self._on_birth(item)
             elif item is not None and self.modelctl is not None:
@@ -282,57 +283,9 @@ class Daemon:
 
     # --- MQTT: commands, Home Assistant, stats -------------------------------------------
 
-    def _on_message(self, message: paho.MQTTMessage) -> None:
-        """Crossing: paho's network thread; only queues for the main loop."""
-        if message.topic.endswith("/cmd/" + message.topic.rsplit("/", 1)[-1]):
-            properties = getattr(message, "properties", None)
-            self.control.put(Request(
-                topic=message.topic, payload=bytes(message.payload), retain=bool(message.retain),
-                response_topic=getattr(properties, "ResponseTopic", None),
-                correlation_data=getattr(properties, "CorrelationData", None),
-            ))
-        else:
-            self.control.put(message)
-
-    def _answer(self, request: Request) -> None:
-        if request.retain:
-            log.info("ignoring a stale retained command on %s", request.topic)
-            return
-        name = command_name(request.topic, (self.topics.prefix, FLEET_PREFIX))
-        if name is None:
-            return
-        arguments, error = parse_arguments(request.payload, self.config.commands.max_payload)
-        reply = {"ok": False, "error": error} if error else self.commands.handle(name, arguments, request)
-        if reply is None:
-            return  # answered later (a model swap replies once it is done)
-        self._reply_to(name, request, reply)
-
-    def _reply_to(self, name: str, request: Request, body: dict[str, Any]) -> None:
-        """Send a reply body with the command's name and the request's request_id."""
-        reply = {"command": name, **body}
-        arguments, _ = parse_arguments(request.payload, self.config.commands.max_payload)
-        request_id = arguments.get("request_id")
-        if request_id is not None:
-            reply["request_id"] = request_id
-        if not reply["ok"]:
-            log.warning("command %s from %s refused: %s", name, request.topic, reply["error"])
-        self._reply(name, request, reply)
-
     def _event(self, name: str, **details: Any) -> None:
         if self.publisher is not None:
             self.publisher.event(name, **details)
-
-    def _reply(self, name: str, request: Request, reply: dict[str, Any]) -> None:
-        connection = self.connection
-        if connection is None:
-            return
-        if connection.v5 and request.response_topic:
-            properties = Properties(PacketTypes.PUBLISH)
-            if request.correlation_data is not None:
-                properties.CorrelationData = request.correlation_data
-            connection.publish(request.response_topic, encode(reply), qos=1, properties=properties)
-        else:
-            connection.publish(self.topics.reply(name), encode(reply), qos=1)
 
     def _on_birth(self, message: paho.MQTTMessage) -> None:
         from edge_classifier.publish import homeassistant
@@ -355,81 +308,12 @@ class Daemon:
             device_id=self.config.device.id, prefix=self.topics.prefix, discovery_prefix=ha.discovery_prefix,
             model_name=model, sw_version=__version__)
 
-    def stats(self) -> dict[str, Any]:
-        assert self.pipeline is not None and self.publisher is not None and self.models is not None
-        now = time.monotonic()
-        capture = self.pipeline.capture
-        then, frames_then, results_then = self._stats_last
-        elapsed = max(1e-6, now - then)
-        frames, results = capture.frames, self.publisher.results
-        self._stats_last = (now, frames, results)
-        latencies = self.publisher.take_latencies()
-        info = self.models.info
-        return {
-            "schema": 1,
-            "device": self.config.device.id,
-            "fps_in": round((frames - frames_then) / elapsed, 2),
-            "fps_out": round((results - results_then) / elapsed, 2),
-            "frames": frames,
-            "results": results,
-            "dropped": capture.dropped,
-            "inference_ms_p50": telemetry.percentile(latencies, 50),
-            "inference_ms_p95": telemetry.percentile(latencies, 95),
-            "accelerator": info.accelerator,
-            "accelerator_state": self.modelctl.supervisor.state if self.modelctl else "ok",
-            "fallbacks": self.modelctl.supervisor.fallbacks if self.modelctl else 0,
-            "model": info.name,
-            "paused": self.pipeline.paused,
-            "uptime_s": round(now - self.started, 1),
-            "spool_depth": len(self.publisher.outbox),
-            "spool_dropped": self.publisher.outbox.dropped,
-            "rss_mb": telemetry.rss_mb(),
-            "cpu_temp_c": telemetry.cpu_temperature(),
-        }
-
     def _publish_stats(self) -> None:
-        stats = self.stats()
+        stats = report.stats(self)
         if self.connection is not None and self.connection.connected.is_set():
             self.connection.publish(self.topics.stats, encode(stats), qos=0)
 
     # --- what commands call (main thread) ------------------------------------------------
-
-    def state(self) -> dict[str, Any]:
-        """The full state, for the status command."""
-        assert self.pipeline is not None and self.models is not None
-        info = self.models.info
-        capture = self.pipeline.capture
-        classifier = self.models.classifiers[0]
-        return {
-            "device": self.config.device.id,
-            "version": __version__,
-            "paused": self.pipeline.paused,
-            "uptime_s": round(time.monotonic() - self.started, 1),
-            "model": {"name": info.name, "path": str(info.path), "sha256": info.sha256,
-                      "requested": str(info.requested), "accelerator": info.accelerator,
-                      "accelerator_state": self.modelctl.supervisor.state if self.modelctl else "ok",
-                      "fallback": self.models.fallback, "fallbacks": self.modelctl.supervisor.fallbacks
-                      if self.modelctl else 0, "swaps": self.modelctl.swaps if self.modelctl else 0,
-                      "isolated": isinstance(getattr(self.models.spec, "isolated", None), bool)
-                      and self.models.spec.isolated, "runtime": info.runtime,
-                      "classes": info.classes, "labels": classifier.label_source,
-                      "input": list(info.input.shape), "interpreters": len(self.models.classifiers)},
-            "source": {"name": capture.source.name, "kind": self.config.source.kind, "frames": capture.frames,
-                       "dropped": capture.dropped, "failures": capture.failures},
-            "mqtt": {"connected": bool(self.connection and self.connection.connected.is_set())},
-            "settings": self.runtime_settings(),
-            "stats": {"results": self.publisher.results if self.publisher else 0,
-                      "spool_depth": len(self.publisher.outbox) if self.publisher else 0},
-        }
-
-    def runtime_settings(self) -> dict[str, Any]:
-        c = self.config
-        return {"classify": {"top_k": c.classify.top_k, "threshold": c.classify.threshold,
-                             "allow": list(c.classify.allow), "deny": list(c.classify.deny)},
-                "source": {"fps": c.source.fps},
-                "publish": {"mode": c.publish.mode, "heartbeat": c.publish.heartbeat,
-                            "hysteresis": c.publish.hysteresis, "min_interval": c.publish.min_interval,
-                            "smoothing": c.publish.smoothing}}
 
     def set_paused(self, paused: bool) -> None:
         assert self.pipeline is not None
@@ -452,25 +336,6 @@ class Daemon:
             self.publisher.set_policy(_policy(new))
             self.pipeline.set_smoothing(new.publish.smoothing)
         self.config = new
-
-    def snapshot(self) -> dict[str, Any]:
-        assert self.pipeline is not None
-        frame = self.pipeline.capture.last_frame
-        if frame is None:
-            from edge_classifier.control.commands import CommandError
-
-            raise CommandError("no frame captured yet")
-        image = cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR) if frame.rgb else frame.image
-        ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
-        if not ok:
-            from edge_classifier.control.commands import CommandError
-
-            raise CommandError("could not encode the frame as JPEG")
-        data = jpeg.tobytes()
-        if self.connection is not None:
-            self.connection.publish(self.topics.snapshot, data, qos=1)
-        return {"topic": self.topics.snapshot, "bytes": len(data), "frame": frame.index, "source": frame.source,
-                "width": frame.size[0], "height": frame.size[1]}
 
     # --- reload -------------------------------------------------------------------------
 

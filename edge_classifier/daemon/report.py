@@ -1,0 +1,92 @@
+"""What the daemon reports about itself: ``{prefix}/stats`` and the ``status`` command's state."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from edge_classifier import __version__
+from edge_classifier.config.schema import Config
+from edge_classifier.daemon import telemetry
+
+if TYPE_CHECKING:
+    from edge_classifier.daemon.app import Daemon
+
+__all__ = ["runtime_settings", "state", "stats"]
+
+
+def stats(daemon: Daemon) -> dict[str, Any]:
+    """The periodic telemetry; rates are since the previous call."""
+    assert daemon.pipeline is not None and daemon.publisher is not None and daemon.models is not None
+    now = time.monotonic()
+    capture = daemon.pipeline.capture
+    then, frames_then, results_then = daemon.stats_last
+    elapsed = max(1e-6, now - then)
+    frames, results = capture.frames, daemon.publisher.results
+    daemon.stats_last = (now, frames, results)
+    latencies = daemon.publisher.take_latencies()
+    info = daemon.models.info
+    supervisor = daemon.modelctl.supervisor if daemon.modelctl else None
+    return {
+        "schema": 1,
+        "device": daemon.config.device.id,
+        "fps_in": round((frames - frames_then) / elapsed, 2),
+        "fps_out": round((results - results_then) / elapsed, 2),
+        "frames": frames,
+        "results": results,
+        "dropped": capture.dropped,
+        "inference_ms_p50": telemetry.percentile(latencies, 50),
+        "inference_ms_p95": telemetry.percentile(latencies, 95),
+        "accelerator": info.accelerator,
+        "accelerator_state": supervisor.state if supervisor else "ok",
+        "fallbacks": supervisor.fallbacks if supervisor else 0,
+        "model": info.name,
+        "paused": daemon.pipeline.paused,
+        "uptime_s": round(now - daemon.started, 1),
+        "spool_depth": len(daemon.publisher.outbox),
+        "spool_dropped": daemon.publisher.outbox.dropped,
+        "rss_mb": telemetry.rss_mb(),
+        "cpu_temp_c": telemetry.cpu_temperature(),
+    }
+
+
+def state(daemon: Daemon) -> dict[str, Any]:
+    """The full state, for the status command."""
+    assert daemon.pipeline is not None and daemon.models is not None
+    models = daemon.models
+    info = models.info
+    capture = daemon.pipeline.capture
+    supervisor = daemon.modelctl.supervisor if daemon.modelctl else None
+    spec = models.spec
+    return {
+        "device": daemon.config.device.id,
+        "version": __version__,
+        "paused": daemon.pipeline.paused,
+        "uptime_s": round(time.monotonic() - daemon.started, 1),
+        "model": {
+            "name": info.name, "path": str(info.path), "sha256": info.sha256, "requested": str(info.requested),
+            "accelerator": info.accelerator, "accelerator_state": supervisor.state if supervisor else "ok",
+            "fallback": models.fallback, "fallbacks": supervisor.fallbacks if supervisor else 0,
+            "swaps": daemon.modelctl.swaps if daemon.modelctl else 0,
+            "isolated": bool(getattr(spec, "isolated", False)), "runtime": info.runtime,
+            "classes": info.classes, "labels": models.classifiers[0].label_source,
+            "input": list(info.input.shape), "interpreters": len(models.classifiers),
+        },
+        "source": {"name": capture.source.name, "kind": daemon.config.source.kind, "frames": capture.frames,
+                   "dropped": capture.dropped, "failures": capture.failures},
+        "mqtt": {"connected": bool(daemon.connection and daemon.connection.connected.is_set())},
+        "settings": runtime_settings(daemon.config),
+        "stats": {"results": daemon.publisher.results if daemon.publisher else 0,
+                  "spool_depth": len(daemon.publisher.outbox) if daemon.publisher else 0},
+    }
+
+
+def runtime_settings(config: Config) -> dict[str, Any]:
+    """The settings the ``config`` command can change, as they are now."""
+    c = config
+    return {"classify": {"top_k": c.classify.top_k, "threshold": c.classify.threshold,
+                         "allow": list(c.classify.allow), "deny": list(c.classify.deny)},
+            "source": {"fps": c.source.fps},
+            "publish": {"mode": c.publish.mode, "heartbeat": c.publish.heartbeat,
+                        "hysteresis": c.publish.hysteresis, "min_interval": c.publish.min_interval,
+                        "smoothing": c.publish.smoothing}}
