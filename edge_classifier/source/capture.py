@@ -219,6 +219,10 @@ class Capture:
                 lost_since, attempts = None, 0
             if not self._pace(source.live):
                 continue
+            if not source.live:
+                # A file frame waited for its turn under the fps cap: it is "captured" now,
+                # so ts and latency_ms.total do not count the pacing wait.
+                frame = dataclasses.replace(frame, captured=time.monotonic(), timestamp=time.time())
             try:
                 frame = self._transform(frame)
             except ConfigError as exc:
