@@ -13,12 +13,16 @@ __all__ = ["Classification", "Prediction", "iso_timestamp"]
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Prediction:
-    id: int
+    id: int | None  # the model's class id; None for a class learned on the device
     label: str
     score: float
+    learned: bool = False
 
     def as_payload(self) -> dict[str, Any]:
-        return {"id": self.id, "label": self.label, "score": round(self.score, 4)}
+        payload: dict[str, Any] = {"id": self.id, "label": self.label, "score": round(self.score, 4)}
+        if self.learned:
+            payload["learned"] = True
+        return payload
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

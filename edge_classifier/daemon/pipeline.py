@@ -141,6 +141,9 @@ class _Reorder:
 
 
 FailureHandler = Callable[[ModelSet, Exception], "ModelSet | None"]
+# After the model: (worker index, frame, classification) -> the classification to report
+# (the learned classes' stage). Runs in the worker thread.
+PostStage = Callable[[int, Frame, Classification], Classification]
 
 
 class Pipeline:
@@ -162,8 +165,10 @@ class Pipeline:
         max_frames: int | None = None,
         smoothing: int = 1,
         on_failure: FailureHandler | None = None,
+        post: PostStage | None = None,
     ) -> None:
         self.capture = capture
+        self.post = post
         self._models = models
         self._reorder = _Reorder(emit)
         self.set_smoothing(smoothing)
@@ -284,7 +289,7 @@ class Pipeline:
         """Classify with ``models`` (acquired by _take); on an engine failure, with its replacement."""
         try:
             # Each worker owns one classifier of the set: an interpreter is never shared.
-            return self._classify(seq, frame, models.classifiers[index])
+            return self._classify(seq, frame, models.classifiers[index], index)
         except AcceleratorFailed as exc:
             replacement = self._on_failure(models, exc) if self._on_failure else None
             if replacement is None or index >= len(replacement.classifiers):
@@ -292,7 +297,7 @@ class Pipeline:
                 return Outcome(seq, frame, None, f"{type(exc).__name__}: {exc}")
             replacement.acquire()
             try:
-                return self._classify(seq, frame, replacement.classifiers[index])
+                return self._classify(seq, frame, replacement.classifiers[index], index)
             except AcceleratorFailed as again:
                 self.failed += 1
                 return Outcome(seq, frame, None, f"{type(again).__name__}: {again}")
@@ -301,7 +306,7 @@ class Pipeline:
         finally:
             models.release()
 
-    def _classify(self, seq: int, frame: Frame, classifier: Classifier) -> Outcome:
+    def _classify(self, seq: int, frame: Frame, classifier: Classifier, worker: int = 0) -> Outcome:
         """One frame; AcceleratorFailed propagates (the caller falls back), anything else
         becomes a failed outcome (one bad frame must not end the worker)."""
         start = time.perf_counter()
@@ -317,6 +322,15 @@ class Pipeline:
             self.failed += 1
             log.exception("pipeline: frame %d from %s failed", frame.index, frame.source)
             return Outcome(seq, frame, None, f"{type(exc).__name__}: {exc}", classifier=classifier)
+        classification = Classification(top, classifier.info, inference_ms, 0.0)
+        post = self.post
+        if post is not None:
+            try:
+                classification = post(worker, frame, classification)
+            except Exception as exc:
+                self.failed += 1
+                log.exception("pipeline: the stage after the model failed on frame %d", frame.index)
+                return Outcome(seq, frame, None, f"{type(exc).__name__}: {exc}", classifier=classifier)
         total_ms = (time.perf_counter() - start) * 1000.0
-        return Outcome(seq, frame, Classification(top, classifier.info, inference_ms, total_ms),
-                       scores=scores if smoothing else None, classifier=classifier)
+        classification = dataclasses.replace(classification, total_ms=total_ms)
+        return Outcome(seq, frame, classification, scores=scores if smoothing else None, classifier=classifier)
