@@ -11,8 +11,11 @@ class carries the sysexits code that the command line turns it into; only
     │   ├── ModelError                           a model file that cannot be used
     │   │   ├── CustomOpError                    ... it needs an op the runtime lacks
     │   │   └── LabelsError                      ... its labels do not fit it
-    │   └── StoreError                           a model store name or download refused
-    │                                            (unsafe name, checksum or size mismatch)
+    │   ├── StoreError                           a model store name or download refused
+    │   │                                        (unsafe name, checksum or size mismatch)
+    │   └── LearnError                           a learned-head file that cannot be used
+    │                                            (corrupt, wrong version, size or extractor),
+    │                                            or a label to forget that is not there
     ├── InputMissingError               exit 66  a named input file does not exist
     ├── ServiceUnavailableError         exit 69  a required service is not there
     │   ├── RuntimeMissingError                  neither LiteRT nor tflite-runtime
@@ -41,6 +44,7 @@ __all__ = [
     "InputDataError",
     "InputMissingError",
     "LabelsError",
+    "LearnError",
     "ModelError",
     "RuntimeMissingError",
     "ServiceUnavailableError",
@@ -87,6 +91,12 @@ class LabelsError(ModelError):
 class StoreError(InputDataError):
     """A model store refuses a name or a file: a path outside the store, a hidden or
     non-``.tflite`` name, a download over its size limit or with the wrong sha256."""
+
+
+class LearnError(InputDataError):
+    """A learned-head file (few-shot classes) cannot be used: not JSON, another format
+    version or embedding size, made with another extractor model; or a learned label that
+    is not there. The message names the file or the label."""
 
 
 class InputMissingError(EdgeClassifierError):

@@ -176,8 +176,7 @@ def _finish(config: Config, base_dir: Path) -> Config:
     device_id = config.device.id or _hostname_id()
     model = config.model
     store = _absolute(model.dir, base_dir)
-    model_path = model.path
-    model_path = str(Path(store) / model_path) if os.sep not in model_path else _absolute(model_path, base_dir)
+    model_path = _in_store(model.path, store, base_dir)
     model = dataclasses.replace(
         model,
         dir=store,
@@ -202,6 +201,11 @@ def _finish(config: Config, base_dir: Path) -> Config:
         password_file=_absolute(mqtt.password_file, base_dir) if mqtt.password_file else "",
         tls=tls,
     )
+    learn = dataclasses.replace(
+        config.learn,
+        extractor=_in_store(config.learn.extractor, store, base_dir),
+        head=_in_store(config.learn.head, store, base_dir),
+    )
     publish = config.publish
     if publish.spool_dir:
         publish = dataclasses.replace(publish, spool_dir=_absolute(publish.spool_dir, base_dir))
@@ -212,7 +216,13 @@ def _finish(config: Config, base_dir: Path) -> Config:
         source=source,
         mqtt=mqtt,
         publish=publish,
+        learn=learn,
     )
+
+
+def _in_store(value: str, store: str, base_dir: Path) -> str:
+    """A bare file name is a file in the model store; a path is relative to the config's folder."""
+    return str(Path(store) / value) if os.sep not in value else _absolute(value, base_dir)
 
 
 def _absolute(value: str, base_dir: Path) -> str:

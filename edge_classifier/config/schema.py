@@ -17,6 +17,7 @@ __all__ = [
     "Config",
     "DeviceConfig",
     "HomeAssistantConfig",
+    "LearnConfig",
     "ModelConfig",
     "MqttConfig",
     "PublishConfig",
@@ -72,6 +73,10 @@ def _topic_prefix(value: str) -> str | None:
     if "+" in value or "#" in value:
         return f"must not contain the wildcards '+' or '#', not {value!r}"
     return None
+
+
+def _not_empty(value: str) -> str | None:
+    return "must name a file, not ''" if not value.strip() else None
 
 
 def _labels(value: tuple[str, ...]) -> str | None:
@@ -217,6 +222,21 @@ class HomeAssistantConfig:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class LearnConfig:
+    enabled: bool = setting(False, "Answer with the classes taught on the device (`edge-classifier learn`) "
+                            "before the model's own labels.")
+    extractor: str = setting("mobilenet_v1_1.0_224_quant_embedding_extractor.tflite",
+                             "The embedding extractor model: a path, or a file name inside model.dir.",
+                             check=_not_empty)
+    head: str = setting("learned_head.json", "The learned classes file: a path, or a file name inside model.dir.",
+                        check=_not_empty)
+    threshold: float = setting(0.5, "A learned class answers when its calibrated score (2 * cosine - 1, "
+                               "clipped to 0..1) reaches this; else the model's labels.", minimum=0.0, maximum=1.0)
+    max_examples: int = setting(50, "Examples per class; beyond this a class's vector is a moving average "
+                                "of its examples.", minimum=1, maximum=100000)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Config:
     device: DeviceConfig = dataclasses.field(default_factory=DeviceConfig)
     source: SourceConfig = dataclasses.field(default_factory=SourceConfig)
@@ -226,3 +246,4 @@ class Config:
     publish: PublishConfig = dataclasses.field(default_factory=PublishConfig)
     commands: CommandsConfig = dataclasses.field(default_factory=CommandsConfig)
     homeassistant: HomeAssistantConfig = dataclasses.field(default_factory=HomeAssistantConfig)
+    learn: LearnConfig = dataclasses.field(default_factory=LearnConfig)
