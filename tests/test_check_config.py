@@ -47,7 +47,8 @@ threshold = -0.5
         "source.rotate: must be one of 0, 90, 180, 270, not 45",
         "source.roi: must be empty or [x, y, width, height], not [1, 2]",
         "classify.threshold: must be >= 0, not -0.5",
-        "nonsense: unknown key (known keys: device, source, model, classify, mqtt, publish, commands, homeassistant, learn)",
+        "nonsense: unknown key (known keys: device, source, model, classify, mqtt, publish, commands, "
+        "homeassistant, learn)",
     }
     assert set(lines[1:]) == expected
 
