@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""What few-shot learning costs on this machine.
+
+- Learning a class: 5 images -> 5 embeddings -> head update -> atomic save of the head
+  file (with fsyncs), as ``edge-classifier learn add`` does after loading the extractor.
+- Per frame: the base classifier alone (prepare + invoke + top-k) against the base
+  classifier plus the learned head (extractor prepare + invoke + scoring of N classes),
+  on the same frame, in alternating blocks so drift hits both alike. 1 thread each.
+
+    python benchmarks/learning.py [--frames N] [--rounds R] [--classes C]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+TESTDATA = Path(os.environ.get("EDGE_CLASSIFIER_TESTDATA", REPO.parent / "shared" / "testdata"))
+sys.path.insert(0, str(REPO))
+
+from edge_classifier.classifier import Classifier, resolve_labels  # noqa: E402
+from edge_classifier.engine import Engine  # noqa: E402
+from edge_classifier.learn import Embedder, ExtractorId, LearnedHead, save_head  # noqa: E402
+
+EXTRACTOR = TESTDATA / "models" / "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"
+BASE = TESTDATA / "models" / "mobilenet_v2_1.0_224_quant.tflite"
+IMAGES = ("cat.bmp", "bird.bmp", "sunflower.bmp", "parrot.jpg", "grace_hopper.bmp")
+
+
+def learn_class_ms(embedder: Embedder, images: list[np.ndarray], head: LearnedHead, path: Path,
+                   extractor: ExtractorId, label: str) -> tuple[float, float, float, LearnedHead]:
+    """(embedding ms, head update ms, save ms) to learn ``label`` from ``images``."""
+    start = time.perf_counter()
+    embeddings = [embedder.embed(image) for image in images]
+    embedded = time.perf_counter()
+    head = head.with_examples(label, embeddings)
+    updated = time.perf_counter()
+    save_head(path, head, extractor)
+    saved = time.perf_counter()
+    return (embedded - start) * 1e3, (updated - embedded) * 1e3, (saved - updated) * 1e3, head
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=100, help="frames per block")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating blocks per variant")
+    parser.add_argument("--classes", type=int, default=10, help="learned classes for the per-frame figure")
+    args = parser.parse_args()
+
+    pictures = [cv2.imread(str(TESTDATA / "images" / name)) for name in IMAGES]
+    with Embedder.open(EXTRACTOR) as embedder, tempfile.TemporaryDirectory() as scratch:
+        extractor = ExtractorId.of(embedder.info)
+        path = Path(scratch) / "learned_head.json"
+        head = LearnedHead(extractor.size)
+        embedder.embed(pictures[0])  # warm-up
+        learn = []
+        for index in range(args.classes):
+            batch = [pictures[(index + k) % len(pictures)][:, :: 1 if k % 2 else -1] for k in range(5)]
+            batch = [np.ascontiguousarray(b) for b in batch]
+            *parts, head = learn_class_ms(embedder, batch, head, path, extractor, f"class{index}")
+            learn.append(parts)
+        embed_ms, update_ms, save_ms = (statistics.median(column) for column in zip(*learn, strict=True))
+        file_bytes = path.stat().st_size
+
+        engine = Engine.open(BASE, accelerator="cpu", threads=1)
+        labels, origin = resolve_labels(engine.info, None)
+        with Classifier(engine, labels, label_source=origin) as classifier:
+            frame = pictures[0]
+
+            def base() -> None:
+                classifier.classify(frame)
+
+            def learned() -> None:
+                classifier.classify(frame)
+                head.best(embedder.embed(frame))
+
+            def head_only() -> None:
+                head.best(embedder.embed(frame))
+
+            vector = embedder.embed(frame)
+
+            def scoring() -> None:
+                head.best(vector)
+
+            variants = {"base": base, "base+learned": learned, "learned only": head_only, "scoring only": scoring}
+            for call in variants.values():
+                call()
+            times: dict[str, list[float]] = {name: [] for name in variants}
+            for _ in range(args.rounds):
+                for name, call in variants.items():
+                    start = time.perf_counter()
+                    for _ in range(args.frames):
+                        call()
+                    times[name].append((time.perf_counter() - start) / args.frames * 1e3)
+        per_frame = {name: round(statistics.median(values), 3) for name, values in times.items()}
+    summary = {
+        "machine": f"{os.cpu_count()} cpus",
+        "learn_class_5_images_ms": {"embedding": round(embed_ms, 2), "head_update": round(update_ms, 3),
+                                    "atomic_save": round(save_ms, 2),
+                                    "total": round(embed_ms + update_ms + save_ms, 2)},
+        "head_file_bytes": {"classes": args.classes, "bytes": file_bytes},
+        "per_frame_ms": per_frame,
+        "learned_classes": args.classes,
+        "overhead_ms": round(per_frame["base+learned"] - per_frame["base"], 3),
+        "overhead_x": round(per_frame["base+learned"] / per_frame["base"], 2),
+    }
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
