@@ -210,7 +210,8 @@ class PublishConfig:
 class CommandsConfig:
     enabled: bool = setting(True, "Listen on {prefix}/cmd/{name}.")
     fleet: bool = setting(True, "Also listen on edge-classifier/all/cmd/{name}.")
-    max_payload: int = setting(65536, "Largest command payload in bytes; larger ones get an error reply.",
+    max_payload: int = setting(1024 * 1024, "Largest command payload in bytes (learn images count); larger ones "
+                               "get an error reply.",
                                minimum=64, maximum=64 * 1024 * 1024)
 
 
@@ -234,6 +235,8 @@ class LearnConfig:
                                "clipped to 0..1) reaches this; else the model's labels.", minimum=0.0, maximum=1.0)
     max_examples: int = setting(50, "Examples per class; beyond this a class's vector is a moving average "
                                 "of its examples.", minimum=1, maximum=100000)
+    alone: bool = setting(False, "Report only the learned classes: the closest one, or 'unknown' when none "
+                          "reaches its threshold (else the model's labels follow a learned match).")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

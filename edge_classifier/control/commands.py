@@ -45,6 +45,9 @@ class CommandHandler:
             "snapshot": self.snapshot,
             "reload": self.reload,
             "model": self.model,
+            "learn": self.learn,
+            "forget": self.forget,
+            "classes": self.classes,
         }
 
     def handle(self, name: str, arguments: dict[str, Any], request: Request | None = None) -> dict[str, Any] | None:
@@ -57,6 +60,12 @@ class CommandHandler:
             try:
                 self.start_model_swap(arguments, request)
             except CommandError as exc:
+                return {"ok": False, "error": str(exc)}
+            return None
+        if name == "learn" and "frames" in arguments:
+            try:
+                self.start_learning_frames(arguments, request)
+            except (CommandError, EdgeClassifierError) as exc:
                 return {"ok": False, "error": str(exc)}
             return None
         try:
@@ -118,6 +127,47 @@ class CommandHandler:
     def model(self, arguments: dict[str, Any]) -> dict[str, Any]:
         raise CommandError("the model command answers when the swap is done")  # see start_model_swap
 
+    def _learning(self) -> Any:
+        learning = self.daemon.learning
+        if learning is None:
+            raise CommandError("learning is off: set [learn] enabled = true (and restart)")
+        return learning
+
+    def learn(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """``{"label": L, "images": [base64 JPEG/PNG, ...]}`` (``frames`` is answered later)."""
+        learning = self._learning()
+        label = _Learn.label(arguments, ("images",))
+        images = arguments.get("images")
+        if not isinstance(images, list) or not images:
+            raise CommandError("give images (a list of base64 JPEG/PNG images) or frames (a count)")
+        embeddings = learning.embed_images(images)
+        head = learning.change(lambda current: current.with_examples(label, embeddings))
+        self.daemon.learned(label, len(embeddings), head)
+        return {"label": label, "added": len(embeddings), "classes": dict(head.classes())}
+
+    def start_learning_frames(self, arguments: dict[str, Any], request: Request | None) -> None:
+        """``{"label": L, "frames": N}``: the next N frames; replied to when they came."""
+        learning = self._learning()
+        label = _Learn.label(arguments, ("frames",))
+        frames = arguments.get("frames")
+        limit = learning.config.max_examples
+        if not isinstance(frames, int) or isinstance(frames, bool) or not 1 <= frames <= limit:
+            raise CommandError(f"frames: must be an integer from 1 to {limit} (learn.max_examples)")
+        learning.collect_frames(label, frames, request)
+
+    def forget(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        learning = self._learning()
+        label = _Learn.label(arguments, ())
+        head = learning.change(lambda current: current.without(label))
+        self.daemon.publish_event("class_forgotten", label=label)
+        return {"label": label, "classes": dict(head.classes())}
+
+    def classes(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        _no_arguments(arguments)
+        learning = self._learning()
+        head = learning.head
+        return {"classes": dict(head.classes()), "threshold": head.threshold, "file": str(learning.path)}
+
     def start_model_swap(self, arguments: dict[str, Any], request: Request | None) -> None:
         """``{"name": FILE}`` (a model in the store) or ``{"url": URL, "sha256": HEX}``."""
         from edge_classifier.daemon.swap import SwapRequest
@@ -138,6 +188,20 @@ class CommandHandler:
                                                            request=request))
         if why_not is not None:
             raise CommandError(why_not)
+
+
+class _Learn:
+    """Argument checks of the learning commands."""
+
+    @staticmethod
+    def label(arguments: dict[str, Any], allowed: tuple[str, ...]) -> str:
+        extra = sorted(k for k in arguments if k not in (*allowed, "label", "request_id"))
+        if extra:
+            raise CommandError(f"unexpected arguments: {', '.join(extra)}")
+        label = arguments.get("label")
+        if not isinstance(label, str) or not label.strip():
+            raise CommandError("label: must be a non-empty string")
+        return label
 
 
 def _no_arguments(arguments: dict[str, Any]) -> None:

@@ -26,6 +26,7 @@ from edge_classifier.control.channel import CommandChannel
 from edge_classifier.control.commands import CommandHandler
 from edge_classifier.control.requests import FLEET_PREFIX, Request
 from edge_classifier.daemon import report
+from edge_classifier.daemon.learning import COLLECT_TIMEOUT, FramesCollected, Learning
 from edge_classifier.daemon.modelctl import ModelControl
 from edge_classifier.daemon.models import worker_count
 from edge_classifier.daemon.pipeline import ModelSet, Outcome, Pipeline
@@ -70,6 +71,7 @@ class Daemon:
         self.topics = Topics(config.mqtt.topic_prefix)
         self._models: ModelSet | None = None  # until the pipeline runs; then pipeline.models
         self.modelctl: ModelControl | None = None
+        self.learning: Learning | None = None
         self.capture: Capture | None = None
         self.pipeline: Pipeline | None = None
         self.publisher: Publisher | None = None
@@ -114,11 +116,15 @@ class Daemon:
         if self._models.fallback:
             self.publisher.event("accelerator_fallback", model=info.name, accelerator=info.accelerator,
                                  reason=self._models.fallback)
-        self.capture = self._open_capture(config)
         workers = max(worker_count(config.model, "cpu"), worker_count(config.model, "edgetpu"))
+        if config.learn.enabled:
+            self.learning = Learning(config.learn, workers, self.control.put)
+            stack.callback(self.learning.close)
+        self.capture = self._open_capture(config)
         self.pipeline = Pipeline(self.capture, self._models, self._emit, max_frames=self.max_frames,
                                  smoothing=config.publish.smoothing, workers=workers,
-                                 on_failure=self.modelctl.supervisor.on_failure)
+                                 on_failure=self.modelctl.supervisor.on_failure,
+                                 post=self.learning.annotate if self.learning else None)
         self.modelctl.attach(self.pipeline)
         self.pipeline.start()
         self.notifier.status(f"model {info.name} loaded on {info.accelerator}; waiting for the first frame")
@@ -207,6 +213,8 @@ class Daemon:
                 self.channel.answer(item)
             elif isinstance(item, paho.MQTTMessage):
                 self._on_birth(item)
+            elif isinstance(item, FramesCollected):
+                self._frames_collected(item)
             elif item is not None and self.modelctl is not None:
                 self.modelctl.handle(item)
             if self.pipeline.finished.is_set():
@@ -220,6 +228,8 @@ class Daemon:
             now = time.monotonic()
             if self.modelctl is not None:
                 self.modelctl.poll_store(now)
+            if self.learning is not None:
+                self._learning_tick(now)
             if now >= status_due and self.notifier.enabled:
                 self.notifier.status(self._status_line())
                 status_due = now + 5.0
@@ -282,6 +292,41 @@ class Daemon:
         return f"{fps:.1f} fps, model {info.name} on {info.accelerator}, {classified} frames{paused}"
 
     # --- MQTT: commands, Home Assistant, stats -------------------------------------------
+
+    # --- learned classes (main thread) ----------------------------------------------------
+
+    def _frames_collected(self, item: FramesCollected) -> None:
+        assert self.learning is not None
+        request = item.request
+        try:
+            head = self.learning.change(lambda current: current.with_examples(item.label, item.embeddings))
+        except EdgeClassifierError as exc:
+            if request is not None:
+                self.channel.reply_to("learn", request, {"ok": False, "error": str(exc)})
+            return
+        self.learned(item.label, len(item.embeddings), head)
+        if request is not None:
+            self.channel.reply_to("learn", request, {"ok": True, "label": item.label,
+                                                     "added": len(item.embeddings), "classes": dict(head.classes())})
+
+    def _learning_tick(self, now: float) -> None:
+        assert self.learning is not None
+        expired = self.learning.expired(now)
+        if expired is not None:
+            request = expired.request
+            error = (f"only {len(expired.embeddings)} of {expired.wanted} frames came in "
+                     f"{COLLECT_TIMEOUT:.0f} s (is the source paused or lost?); nothing was learned")
+            if request is not None:
+                self.channel.reply_to("learn", request, {"ok": False, "error": error})
+        if self.learning.poll(now):
+            self._event("classes_reloaded", classes=dict(self.learning.head.classes()))
+
+    def learned(self, label: str, added: int, head: Any) -> None:
+        log.info("learned %d examples of %r (%d classes now)", added, label, len(head))
+        self._event("class_learned", label=label, added=added, classes=dict(head.classes()))
+
+    def publish_event(self, name: str, **details: Any) -> None:
+        self._event(name, **details)
 
     def _event(self, name: str, **details: Any) -> None:
         if self.publisher is not None:

@@ -1,0 +1,185 @@
+"""Learned classes in the running daemon: answer with them, teach and forget them over MQTT.
+
+Each pipeline worker has its own embedder (the extractor's interpreter); after the model,
+``annotate`` embeds the frame and asks the current head (one attribute: swapped whole, so a
+frame sees one head) for the closest learned class. A match answers first, the model's
+labels follow; with ``learn.alone`` only the learned class is reported, or ``unknown``.
+
+Teaching (main thread): examples come as images in the command, or as the next N frames
+(collected by the workers, handed back through the control queue). Every change re-reads
+the head file under its lock, applies the change and saves it atomically, so the CLI
+(``edge-classifier learn``) and the daemon never overwrite each other; a file changed by
+the CLI is picked up within a second.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge_classifier.config.schema import LearnConfig
+from edge_classifier.control.requests import Request
+from edge_classifier.errors import EdgeClassifierError, LearnError
+from edge_classifier.learn import Embedder, ExtractorId, LearnedHead, load_or_empty, locked, save_head
+from edge_classifier.results import Classification, Prediction
+from edge_classifier.source.base import Frame
+
+__all__ = ["FramesCollected", "Learning"]
+
+log = logging.getLogger(__name__)
+
+COLLECT_TIMEOUT = 60.0  # seconds to wait for the frames of a `learn {"frames": N}`
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FramesCollected:
+    """The frames a ``learn`` command asked for, embedded (posted by a worker)."""
+
+    label: str
+    embeddings: tuple[np.ndarray, ...]
+    request: Request | None  # the command to reply to
+
+
+@dataclasses.dataclass(slots=True)
+class _Collect:
+    label: str
+    wanted: int
+    deadline: float
+    request: Request | None
+    embeddings: list[np.ndarray] = dataclasses.field(default_factory=list)
+
+
+class Learning:
+    def __init__(self, config: LearnConfig, workers: int, deliver: Callable[[Any], None]) -> None:
+        self.config = config
+        self._deliver = deliver  # crossing: worker threads -> the main loop's control queue
+        self.path = Path(config.head)
+        self._embedders: list[Embedder] = []
+        try:
+            for _ in range(workers + 1):  # one per worker, one for the main thread (images in commands)
+                self._embedders.append(Embedder.open(config.extractor))
+        except BaseException:
+            self.close()
+            raise
+        self.extractor = ExtractorId.of(self._embedders[0].info)
+        self.head = self._load()
+        self._stamp = self._file_stamp()
+        self._checked = 0.0
+        self._collect: _Collect | None = None
+        self._lock = threading.Lock()
+        log.info("learned classes: %d from %s", len(self.head), self.path)
+
+    # --- worker threads -------------------------------------------------------------------
+
+    def annotate(self, worker: int, frame: Frame, classification: Classification) -> Classification:
+        embedding = self._embedders[worker + 1].embed(frame.image, frame.rgb)
+        collect = self._collect
+        if collect is not None:
+            self._collected(collect, embedding)
+        head = self.head  # one read: the main thread swaps whole heads
+        best = head.best(embedding) if len(head) else None
+        top = classification.top
+        if best is not None:
+            learned = Prediction(None, best[0], best[1], learned=True)
+            top = (learned,) if self.config.alone else (learned, *top[: max(0, len(top) - 1)])
+        elif self.config.alone:
+            scores = head.score(embedding) if len(head) else []
+            top = (Prediction(None, "unknown", scores[0][1] if scores else 0.0, learned=True),)
+        return dataclasses.replace(classification, top=top)
+
+    def _collected(self, collect: _Collect, embedding: np.ndarray) -> None:
+        with self._lock:
+            if self._collect is not collect:
+                return
+            collect.embeddings.append(embedding)
+            if len(collect.embeddings) < collect.wanted:
+                return
+            self._collect = None
+        self._deliver(FramesCollected(collect.label, tuple(collect.embeddings), collect.request))
+
+    # --- main thread ------------------------------------------------------------------------
+
+    def collect_frames(self, label: str, frames: int, request: Request | None) -> None:
+        with self._lock:
+            if self._collect is not None:
+                raise LearnError(f"already collecting frames for {self._collect.label!r}")
+            self._collect = _Collect(label, frames, time.monotonic() + COLLECT_TIMEOUT, request)
+
+    def expired(self, now: float) -> _Collect | None:
+        """A collection that ran out of time (the frames did not come), taken off."""
+        with self._lock:
+            collect = self._collect
+            if collect is None or now < collect.deadline:
+                return None
+            self._collect = None
+            return collect
+
+    def embed_images(self, images: list[str]) -> list[np.ndarray]:
+        """Base64 JPEG/PNG images from a command, embedded; LearnError naming the bad one."""
+        embeddings = []
+        for index, text in enumerate(images):
+            if not isinstance(text, str):
+                raise LearnError(f"images[{index}]: must be a base64 string, not {type(text).__name__}")
+            try:
+                data = base64.b64decode(text, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise LearnError(f"images[{index}]: not base64: {exc}") from None
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+            if image is None:
+                raise LearnError(f"images[{index}]: not a decodable JPEG or PNG image")
+            embeddings.append(self._embedders[0].embed(image))
+        return embeddings
+
+    def change(self, edit: Callable[[LearnedHead], LearnedHead]) -> LearnedHead:
+        """Apply ``edit`` to the head on disk (under its lock), save it, and use it."""
+        with locked(self.path):
+            current = self._load()
+            new = edit(current)
+            save_head(self.path, new, self.extractor)
+            self._stamp = self._file_stamp()
+        self.head = new  # one attribute store: the workers see the old or the new head whole
+        return new
+
+    def poll(self, now: float) -> bool:
+        """Reload the head when its file changed (the CLI taught or forgot); True when it did."""
+        if now - self._checked < 1.0:
+            return False
+        self._checked = now
+        stamp = self._file_stamp()
+        if stamp == self._stamp:
+            return False
+        try:
+            head = self._load()
+        except EdgeClassifierError as exc:
+            log.error("learned classes file changed but cannot be used, keeping the old classes: %s", exc)
+            self._stamp = stamp
+            return False
+        self.head, self._stamp = head, stamp
+        log.info("learned classes reloaded from %s: %d classes", self.path, len(head))
+        return True
+
+    def close(self) -> None:
+        for embedder in self._embedders:
+            embedder.close()
+        self._embedders = []
+
+    def _load(self) -> LearnedHead:
+        return load_or_empty(self.path, self.extractor, threshold=self.config.threshold,
+                             max_examples=self.config.max_examples)
+
+    def _file_stamp(self) -> tuple[int, int] | None:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return (stat.st_mtime_ns, stat.st_size)
