@@ -17,8 +17,7 @@ from edge_classifier.engine.interpreter import EngineLike, ModelInfo
 from edge_classifier.engine.labels import embedded_labels, read_labels
 from edge_classifier.errors import ConfigError, LabelsError
 from edge_classifier.postprocess.scores import LabelFilter, to_scores, top_k
-from edge_classifier.preprocess.quantize import InputSpec, input_table, to_input
-from edge_classifier.preprocess.resize import fit
+from edge_classifier.preprocess.prepare import Preparer
 from edge_classifier.results import Classification, Prediction
 
 __all__ = ["Classifier", "LabelSource", "resolve_labels"]
@@ -70,12 +69,10 @@ class Classifier:
         self.labels = list(labels)
         self.label_source = label_source
         self.resize = resize
-        info = engine.info
-        self.input = InputSpec(
-            height=info.input.shape[1], width=info.input.shape[2], dtype=info.input.dtype,
-            scale=info.input.scale, zero_point=info.input.zero_point, mean=mean, std=std,
-        )
-        self._table = input_table(self.input)
+        tensor = engine.info.input
+        self._prepare = Preparer.for_tensor(tensor.shape, tensor.dtype, tensor.scale, tensor.zero_point,
+                                            resize=resize, mean=mean, std=std)
+        self.input = self._prepare.spec
         self.top_k = top_k
         self.threshold = threshold
         self._filter = self._build_filter(allow, deny)
@@ -98,8 +95,7 @@ class Classifier:
 
     def prepare(self, image: np.ndarray, rgb: bool = False) -> np.ndarray:
         """The input tensor for an image of any size (BGR unless ``rgb``)."""
-        fitted = fit(image, self.input.width, self.input.height, self.resize, rgb=rgb)
-        return to_input(fitted, self._table)
+        return self._prepare(image, rgb)
 
     def scores(self, raw: np.ndarray) -> np.ndarray:
         """One score in [0, 1] per class from a raw model output."""

@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_classifier.engine.interpreter import Engine, EngineLike, ModelInfo
-from edge_classifier.preprocess.quantize import InputSpec, input_table, to_input
-from edge_classifier.preprocess.resize import fit
+from edge_classifier.preprocess.prepare import Preparer
 
 __all__ = ["Embedder", "normalise", "to_embedding"]
 
@@ -48,12 +47,11 @@ class Embedder:
     def __init__(self, engine: EngineLike, *, resize: str = "stretch", mean: float = 128.0, std: float = 128.0):
         self.engine = engine
         self.resize = resize
-        info = engine.info
-        self.input = InputSpec(
-            height=info.input.shape[1], width=info.input.shape[2], dtype=info.input.dtype,
-            scale=info.input.scale, zero_point=info.input.zero_point, mean=mean, std=std,
-        )
-        self._table = input_table(self.input)
+        tensor = engine.info.input
+        # The same preparation as the classifier's (stretch, RGB, the model's quantization).
+        self._prepare = Preparer.for_tensor(tensor.shape, tensor.dtype, tensor.scale, tensor.zero_point,
+                                            resize=resize, mean=mean, std=std)
+        self.input = self._prepare.spec
 
     @classmethod
     def open(cls, path: str | Path, threads: int = 1) -> Embedder:
@@ -73,8 +71,7 @@ class Embedder:
 
     def prepare(self, image: np.ndarray, rgb: bool = False) -> np.ndarray:
         """The input tensor for an image of any size (BGR unless ``rgb``)."""
-        fitted = fit(image, self.input.width, self.input.height, self.resize, rgb=rgb)
-        return to_input(fitted, self._table)
+        return self._prepare(image, rgb)
 
     def embed(self, image: np.ndarray, rgb: bool = False) -> np.ndarray:
         """The L2-normalised float32 embedding of an image (BGR unless ``rgb``)."""
