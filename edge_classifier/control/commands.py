@@ -27,7 +27,9 @@ __all__ = ["CommandHandler"]
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[dict[str, Any]], dict[str, Any]]
+# A handler gets the arguments and the request; it returns the reply's body, or None when the
+# reply comes later (the request is kept to answer then: a model swap, frames to learn from).
+Handler = Callable[[dict[str, Any], "Request | None"], "dict[str, Any] | None"]
 
 
 class CommandError(Exception):
@@ -56,20 +58,9 @@ class CommandHandler:
         handler = self.commands.get(name)
         if handler is None:
             return {"ok": False, "error": f"unknown command {name!r} (known: {', '.join(sorted(self.commands))})"}
-        if name == "model":
-            try:
-                self.start_model_swap(arguments, request)
-            except CommandError as exc:
-                return {"ok": False, "error": str(exc)}
-            return None
-        if name == "learn" and "frames" in arguments:
-            try:
-                self.start_learning_frames(arguments, request)
-            except (CommandError, EdgeClassifierError) as exc:
-                return {"ok": False, "error": str(exc)}
-            return None
         try:
-            return {"ok": True, **handler(arguments)}
+            body = handler(arguments, request)
+            return None if body is None else {"ok": True, **body}
         except CommandError as exc:
             return {"ok": False, "error": str(exc)}
         except ConfigError as exc:
@@ -79,27 +70,27 @@ class CommandHandler:
 
     # --- the commands -------------------------------------------------------------------
 
-    def status(self, arguments: dict[str, Any]) -> dict[str, Any]:
+    def status(self, arguments: dict[str, Any], request: Request | None = None) -> dict[str, Any]:
         _no_arguments(arguments)
         return {"state": report.state(self.daemon)}
 
-    def pause(self, arguments: dict[str, Any]) -> dict[str, Any]:
+    def pause(self, arguments: dict[str, Any], request: Request | None = None) -> dict[str, Any]:
         _no_arguments(arguments)
         self.daemon.set_paused(True)
         return {"paused": True}
 
-    def resume(self, arguments: dict[str, Any]) -> dict[str, Any]:
+    def resume(self, arguments: dict[str, Any], request: Request | None = None) -> dict[str, Any]:
         _no_arguments(arguments)
         self.daemon.set_paused(False)
         return {"paused": False}
 
-    def config(self, arguments: dict[str, Any]) -> dict[str, Any]:
+    def config(self, arguments: dict[str, Any], request: Request | None = None) -> dict[str, Any]:
         changes = {k: v for k, v in arguments.items() if k != "request_id"}
         new = apply_changes(self.daemon.config, changes)  # ConfigError: nothing changes
         self.daemon.apply_runtime(new)
         return {"config": report.runtime_settings(self.daemon.config)}
 
-    def snapshot(self, arguments: dict[str, Any]) -> dict[str, Any]:
+    def snapshot(self, arguments: dict[str, Any], request: Request | None = None) -> dict[str, Any]:
         """The latest frame as JPEG on ``{prefix}/snapshot``."""
         _no_arguments(arguments)
         daemon = self.daemon
@@ -117,15 +108,13 @@ class CommandHandler:
         return {"topic": daemon.topics.snapshot, "bytes": len(data), "frame": frame.index, "source": frame.source,
                 "width": frame.size[0], "height": frame.size[1]}
 
-    def reload(self, arguments: dict[str, Any]) -> dict[str, Any]:
+    def reload(self, arguments: dict[str, Any], request: Request | None = None) -> dict[str, Any]:
         _no_arguments(arguments)
         error = self.daemon.reload()
         if error is not None:
             raise CommandError(error)
         return {"reloaded": True}
 
-    def model(self, arguments: dict[str, Any]) -> dict[str, Any]:
-        raise CommandError("the model command answers when the swap is done")  # see start_model_swap
 
     def _learning(self) -> Any:
         learning = self.daemon.learning
@@ -133,8 +122,12 @@ class CommandHandler:
             raise CommandError("learning is off: set [learn] enabled = true (and restart)")
         return learning
 
-    def learn(self, arguments: dict[str, Any]) -> dict[str, Any]:
-        """``{"label": L, "images": [base64 JPEG/PNG, ...]}`` (``frames`` is answered later)."""
+    def learn(self, arguments: dict[str, Any], request: Request | None = None) -> dict[str, Any] | None:
+        """``{"label": L, "images": [base64 JPEG/PNG, ...]}``, or ``{"label": L, "frames": N}``
+        (answered when the frames came)."""
+        if "frames" in arguments:
+            self.start_learning_frames(arguments, request)
+            return None
         learning = self._learning()
         label = _Learn.label(arguments, ("images",))
         images = arguments.get("images")
@@ -155,20 +148,20 @@ class CommandHandler:
             raise CommandError(f"frames: must be an integer from 1 to {limit} (learn.max_examples)")
         learning.collect_frames(label, frames, request)
 
-    def forget(self, arguments: dict[str, Any]) -> dict[str, Any]:
+    def forget(self, arguments: dict[str, Any], request: Request | None = None) -> dict[str, Any]:
         learning = self._learning()
         label = _Learn.label(arguments, ())
         head = learning.change(lambda current: current.without(label))
         self.daemon.publish_event("class_forgotten", label=label)
         return {"label": label, "classes": dict(head.classes())}
 
-    def classes(self, arguments: dict[str, Any]) -> dict[str, Any]:
+    def classes(self, arguments: dict[str, Any], request: Request | None = None) -> dict[str, Any]:
         _no_arguments(arguments)
         learning = self._learning()
         head = learning.head
         return {"classes": dict(head.classes()), "threshold": head.threshold, "file": str(learning.path)}
 
-    def start_model_swap(self, arguments: dict[str, Any], request: Request | None) -> None:
+    def model(self, arguments: dict[str, Any], request: Request | None = None) -> None:
         """``{"name": FILE}`` (a model in the store) or ``{"url": URL, "sha256": HEX}``."""
         from edge_classifier.daemon.swap import SwapRequest
 
