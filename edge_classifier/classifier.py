@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_classifier.config.schema import ClassifyConfig, ModelConfig
 from edge_classifier.engine.interpreter import EngineLike, ModelInfo
 from edge_classifier.engine.labels import embedded_labels, read_labels
 from edge_classifier.errors import ConfigError, LabelsError
@@ -88,6 +89,14 @@ class Classifier:
         classified meanwhile sees either the old or the new value of each)."""
         label_filter = self._build_filter(allow, deny)
         self.top_k, self.threshold, self._filter = top_k, threshold, label_filter
+
+    @classmethod
+    def configured(cls, engine: EngineLike, labels: Sequence[str], label_source: LabelSource, model: ModelConfig,
+                   classify: ClassifyConfig) -> Classifier:
+        """A classifier with the ``[model]`` preprocessing and the ``[classify]`` reporting settings."""
+        return cls(engine, labels, label_source=label_source, resize=model.resize, mean=model.input_mean,
+                   std=model.input_std, top_k=classify.top_k, threshold=classify.threshold,
+                   allow=classify.allow, deny=classify.deny)
 
     @property
     def info(self) -> ModelInfo:

@@ -19,6 +19,7 @@ from edge_classifier.cli.common import add_config_option, config_from_args
 from edge_classifier.config import Config
 from edge_classifier.engine import Engine
 from edge_classifier.errors import EdgeClassifierError, ImageError, InputMissingError, UsageError
+from edge_classifier.store.store import sidecar_labels
 
 __all__ = ["IMAGE_SUFFIXES", "add_parser", "expand_images", "open_classifier", "read_image", "run"]
 
@@ -43,12 +44,9 @@ def open_classifier(config: Config) -> Classifier:
     model = config.model
     engine = Engine.open(model.path, accelerator=model.accelerator, device=model.device, threads=model.threads)
     try:
-        labels, origin = resolve_labels(engine.info, model.labels or None)
-        return Classifier(
-            engine, labels, label_source=origin, resize=model.resize, mean=model.input_mean, std=model.input_std,
-            top_k=config.classify.top_k, threshold=config.classify.threshold,
-            allow=config.classify.allow, deny=config.classify.deny,
-        )
+        # As in the daemon: a labels file, else a sidecar beside the model, else embedded labels.
+        labels, origin = resolve_labels(engine.info, model.labels or sidecar_labels(engine.info.requested))
+        return Classifier.configured(engine, labels, origin, model, config.classify)
     except BaseException:
         engine.close()
         raise

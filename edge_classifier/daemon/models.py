@@ -154,10 +154,7 @@ def open_model_set(model: ModelConfig, classify: ClassifyConfig, *, plan: ModelP
     try:
         labels, origin = resolve_labels(engines[0].info, plan.labels)
         classifiers = [
-            Classifier(engine, labels, label_source=origin, resize=model.resize, mean=model.input_mean,
-                       std=model.input_std, top_k=classify.top_k, threshold=classify.threshold,
-                       allow=classify.allow, deny=classify.deny)
-            for engine in engines
+            Classifier.configured(engine, labels, origin, model, classify) for engine in engines
         ]
     except BaseException:
         for engine in engines:
