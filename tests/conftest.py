@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,3 +39,15 @@ def make_broker(tmp_path: Path) -> Iterator[Callable[..., MosquittoBroker]]:
     yield factory
     for each in reversed(started):
         each.close()
+
+
+@pytest.fixture
+def pictures(tmp_path: Path) -> Path:
+    """A folder holding one real photo (the parrot), as an `images` source; a test module may
+    define its own `pictures` with other photos."""
+    from support.testdata import image
+
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    shutil.copy(image("parrot.jpg"), folder / "parrot.jpg")
+    return folder

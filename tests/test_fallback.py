@@ -16,7 +16,7 @@ import time
 import pytest
 from support.broker import Probe
 from support.daemon import DaemonProcess, write_config
-from support.testdata import image, model
+from support.testdata import model
 
 PREFIX = "edge-classifier/tpupi"
 SMALL = "mobilenet_v1_0.25_128_quant"
@@ -53,14 +53,6 @@ def lonely(tmp_path):
     path = tmp_path / f"{SMALL}.tflite"
     shutil.copy(model(SMALL), path)
     return path
-
-
-@pytest.fixture
-def pictures(tmp_path):
-    folder = tmp_path / "pics"
-    folder.mkdir()
-    shutil.copy(image("parrot.jpg"), folder / "parrot.jpg")
-    return folder
 
 
 def next_event(probe, name, timeout=30.0):

@@ -12,7 +12,7 @@ import statistics
 import pytest
 from support.broker import Probe
 from support.daemon import DaemonProcess, write_config
-from support.testdata import image, model
+from support.testdata import model
 
 PREFIX = "edge-classifier/swappi"
 V2 = "mobilenet_v2_1.0_224_quant"
@@ -25,14 +25,6 @@ def store(tmp_path):
     folder.mkdir()
     for name in (V2, BIRDS):
         shutil.copy(model(name), folder / f"{name}.tflite")
-    return folder
-
-
-@pytest.fixture
-def pictures(tmp_path):
-    folder = tmp_path / "pics"
-    folder.mkdir()
-    shutil.copy(image("parrot.jpg"), folder / "parrot.jpg")
     return folder
 
 

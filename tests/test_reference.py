@@ -150,3 +150,14 @@ def test_model_without_labels_reports_ids(tmp_path):
     done = run_classify("--model", str(bare), str(image("parrot.jpg")))
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["top"][0] == {"id": 89, "label": "89", "score": pytest.approx(0.828, abs=0.1)}
+
+
+def test_sidecar_labels_win_over_embedded_in_classify(tmp_path):
+    """A `name.txt` beside the model is used, as the daemon and the model store do."""
+    name = "mobilenet_v1_0.25_128_quant"
+    copy = tmp_path / f"{name}.tflite"
+    copy.write_bytes(model(name).read_bytes())
+    (tmp_path / f"{name}.txt").write_text("".join(f"sidecar-{i}\n" for i in range(1001)))
+    done = run_classify("--model", str(copy), str(image("parrot.jpg")))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["top"][0]["label"] == "sidecar-89"

@@ -12,10 +12,11 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from support.sources import read_all
 
 from edge_classifier.config.schema import MqttConfig, SourceConfig
 from edge_classifier.errors import SourceError
-from edge_classifier.source import Capture, Frame, open_source
+from edge_classifier.source import Capture, open_source
 from edge_classifier.source.images import ImageSource
 
 
@@ -26,21 +27,13 @@ def write_images(directory: Path, values: list[int], suffix: str = ".png") -> No
         cv2.imwrite(str(directory / f"img{n:03d}{suffix}"), np.full((8, 8, 3), value, np.uint8))
 
 
-def drain(source: ImageSource, limit: int = 100) -> list[Frame]:
-    frames = []
-    for _ in range(limit):
-        frame = source.read()
-        if frame is None:
-            break
-        frames.append(frame)
-    return frames
 
 
 def test_name_order_then_end(tmp_path: Path) -> None:
     write_images(tmp_path, [30, 10, 20])
     source = ImageSource(str(tmp_path), name="imgs")
     source.open()
-    frames = drain(source)
+    frames = read_all(source)
     source.close()
     assert [int(f.image[0, 0, 0]) for f in frames] == [30, 10, 20]  # img000, img001, img002
     assert [f.index for f in frames] == [1, 2, 3]
@@ -54,7 +47,7 @@ def test_glob_selects_files(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("x")
     source = ImageSource(str(tmp_path / "*.png"), name="g")
     source.open()
-    assert len(drain(source)) == 2
+    assert len(read_all(source)) == 2
     source.close()
 
 
@@ -73,7 +66,7 @@ def test_unreadable_file_skipped_and_counted(tmp_path: Path, caplog: pytest.LogC
     (tmp_path / "img001.png").write_bytes(b"not an image at all")
     source = ImageSource(str(tmp_path), name="imgs")
     source.open()
-    frames = drain(source)
+    frames = read_all(source)
     source.close()
     assert [int(f.image[0, 0, 0]) for f in frames] == [1, 3]
     assert source.skipped == 1
@@ -85,7 +78,7 @@ def test_vanished_file_skipped(tmp_path: Path) -> None:
     source = ImageSource(str(tmp_path), name="imgs")
     source.open()
     (tmp_path / "img001.png").unlink()
-    assert [int(f.image[0, 0, 0]) for f in drain(source)] == [1, 3]
+    assert [int(f.image[0, 0, 0]) for f in read_all(source)] == [1, 3]
     assert source.skipped == 0
     source.close()
 

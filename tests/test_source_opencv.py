@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 from support.mjpeg import MjpegServer
+from support.sources import read_all
 
 from edge_classifier.config.schema import MqttConfig, SourceConfig
 from edge_classifier.errors import SourceError
@@ -31,14 +32,6 @@ def grey(frame: Frame) -> int:
     return round(float(frame.image.mean()))
 
 
-def read_all(source: OpenCVSource, limit: int = 100) -> list[Frame]:
-    frames = []
-    for _ in range(limit):
-        frame = source.read()
-        if frame is None:
-            break
-        frames.append(frame)
-    return frames
 
 
 def test_video_file_all_frames_then_none(tmp_path: Path) -> None:
