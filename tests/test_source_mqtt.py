@@ -53,7 +53,7 @@ def test_jpeg_and_png_frames_garbage_counted(broker: MosquittoBroker) -> None:
     assert (second.source, second.index) == ("cams/yard/image", 2)
     assert abs(float(first.image.mean()) - 60) < 3 and int(second.image[0, 0, 0]) == 200
     assert first.image.shape == (24, 32, 3) and not first.rgb
-    assert source.undecodable == 1
+    assert source.rejected == 1 and source.rejects.counts == {"unknown format": 1}
 
 
 def test_configured_name_wins_over_topic(broker: MosquittoBroker) -> None:

@@ -11,7 +11,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from edge_classifier.classifier import Classifier, resolve_labels
@@ -19,6 +18,7 @@ from edge_classifier.cli.common import add_config_option, config_from_args
 from edge_classifier.config import Config
 from edge_classifier.engine import Engine
 from edge_classifier.errors import EdgeClassifierError, ImageError, InputMissingError, UsageError
+from edge_classifier.preprocess.decode import ImageLimits, ImageRejected, decode_image
 from edge_classifier.store.store import sidecar_labels
 
 __all__ = ["IMAGE_SUFFIXES", "add_parser", "expand_images", "open_classifier", "read_image", "run"]
@@ -72,29 +72,35 @@ def expand_images(arguments: list[str]) -> Iterator[str | EdgeClassifierError]:
             yield InputMissingError(f"{argument}: image file not found")
 
 
-def read_image(path: str) -> np.ndarray:
-    """A BGR uint8 image from a file; ImageError naming the file when it cannot be decoded."""
+def read_image(path: str, limits: ImageLimits | None = None) -> np.ndarray:
+    """A BGR uint8 image from a file, within ``limits`` (see preprocess.decode); ImageError
+    naming the file when it cannot be decoded or is over the limits."""
+    limits = limits or ImageLimits()
     try:
+        size = os.stat(path).st_size
+        if size > limits.max_bytes:
+            raise ImageRejected(f"{path}: {size} bytes, over the limit of {limits.max_bytes} bytes "
+                                "(source.max_bytes)", "too many bytes")
         data = np.fromfile(path, dtype=np.uint8)
     except FileNotFoundError as exc:
         raise InputMissingError(f"{path}: image file not found") from exc
     except OSError as exc:
         raise ImageError(f"{path}: cannot read image: {exc.strerror or exc}") from exc
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise ImageError(f"{path}: not a readable image (empty, truncated or an unsupported format)")
-    return image
+    if not data.size:
+        raise ImageError(f"{path}: not a readable image (empty)")
+    return decode_image(data, limits, what=path)
 
 
 def run(args: argparse.Namespace) -> int:
     config = _with_overrides(config_from_args(args), args)
     status = 0
+    limits = ImageLimits(config.source.max_pixels, config.source.max_bytes)
     with open_classifier(config) as classifier:
         for item in expand_images(args.images):
             try:
                 if isinstance(item, EdgeClassifierError):
                     raise item
-                result = classifier.classify(read_image(item))
+                result = classifier.classify(read_image(item, limits))
             except (ImageError, InputMissingError) as exc:
                 print(f"edge-classifier: {exc}", file=sys.stderr, flush=True)
                 status = status or exc.exit_code

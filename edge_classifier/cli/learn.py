@@ -29,6 +29,7 @@ from edge_classifier.learn import (
     read_head,
     save_head,
 )
+from edge_classifier.preprocess.decode import ImageLimits
 
 __all__ = ["add_parser", "run_add", "run_export", "run_forget", "run_import", "run_list"]
 
@@ -66,7 +67,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_add(args: argparse.Namespace) -> int:
-    learn = _learn_config(args)
+    config = config_from_args(args)
+    learn = config.learn
+    limits = ImageLimits(config.source.max_pixels, config.source.max_bytes)
     label = check_label(args.label)
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise UsageError(f"--threshold: must be between 0 and 1, not {args.threshold}")
@@ -75,10 +78,10 @@ def run_add(args: argparse.Namespace) -> int:
         if isinstance(item, EdgeClassifierError):
             raise item
         paths.append(item)
-    images = [read_image(path) for path in paths]  # all decoded before anything is learned
     with Embedder.open(learn.extractor) as embedder:
         extractor = ExtractorId.of(embedder.info)
-        embeddings = [embedder.embed(image) for image in images]
+        # One image decoded at a time; all embedded before anything is learned.
+        embeddings = [embedder.embed(read_image(path, limits)) for path in paths]
     head_path = Path(learn.head)
     with locked(head_path):
         head = _load(head_path, extractor, learn).with_examples(label, embeddings, args.threshold)

@@ -111,6 +111,12 @@ class SourceConfig:
                                    minimum=0.01, maximum=3600)
     retry_max: float = setting(30.0, "Longest wait between reopen attempts (the backoff doubles up to it).",
                                minimum=0.01, maximum=3600)
+    max_pixels: int = setting(40_000_000, "Largest image decoded anywhere (mqtt and images sources, learn "
+                              "images, classify), in pixels, read from its header before decoding; larger "
+                              "ones are refused and counted.", minimum=1, maximum=250_000_000)
+    max_bytes: int = setting(16 * 1024 * 1024, "Largest encoded image (an mqtt payload, an image file, a learn "
+                             "image) in bytes; larger ones are refused and counted.", minimum=1024,
+                             maximum=1024 * 1024 * 1024)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -237,6 +243,10 @@ class LearnConfig:
                                 "of its examples.", minimum=1, maximum=100000)
     alone: bool = setting(False, "Report only the learned classes: the closest one, or 'unknown' when none "
                           "reaches its threshold (else the model's labels follow a learned match).")
+    max_images: int = setting(200, "Most images one `learn` command may carry (embedded off the main loop); "
+                              "more are refused whole.", minimum=1, maximum=100000)
+    images_timeout: float = setting(30.0, "Seconds the images of one `learn` command may take to embed; past "
+                                    "it nothing is learned and the reply says so.", minimum=1, maximum=3600)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

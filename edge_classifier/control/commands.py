@@ -133,10 +133,8 @@ class CommandHandler:
         images = arguments.get("images")
         if not isinstance(images, list) or not images:
             raise CommandError("give images (a list of base64 JPEG/PNG images) or frames (a count)")
-        embeddings = learning.embed_images(images)
-        head = learning.change(lambda current: current.with_examples(label, embeddings))
-        self.daemon.learned(label, len(embeddings), head)
-        return {"label": label, "added": len(embeddings), "classes": dict(head.classes())}
+        learning.learn_images(label, images, request)  # embedded off the main loop; answered when done
+        return None
 
     def start_learning_frames(self, arguments: dict[str, Any], request: Request | None) -> None:
         """``{"label": L, "frames": N}``: the next N frames; replied to when they came."""

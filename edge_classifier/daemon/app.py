@@ -33,6 +33,7 @@ from edge_classifier.daemon.pipeline import ModelSet, Outcome, Pipeline
 from edge_classifier.daemon.signals import ControlQueue
 from edge_classifier.daemon.swap import SwapRequest
 from edge_classifier.errors import EdgeClassifierError
+from edge_classifier.preprocess.decode import ImageLimits
 from edge_classifier.publish.connection import MqttConnection
 from edge_classifier.publish.outbox import Message, Outbox
 from edge_classifier.publish.payload import encode
@@ -118,7 +119,8 @@ class Daemon:
                                  reason=self._models.fallback)
         workers = max(worker_count(config.model, "cpu"), worker_count(config.model, "edgetpu"))
         if config.learn.enabled:
-            self.learning = Learning(config.learn, workers, self.control.put)
+            self.learning = Learning(config.learn, workers, self.control.put,
+                                     limits=ImageLimits(config.source.max_pixels, config.source.max_bytes))
             stack.callback(self.learning.close)
         self.capture = self._open_capture(config)
         self.pipeline = Pipeline(self.capture, self._models, self._emit, max_frames=self.max_frames,
@@ -298,6 +300,10 @@ class Daemon:
     def _frames_collected(self, item: FramesCollected) -> None:
         assert self.learning is not None
         request = item.request
+        if item.error:
+            if request is not None:
+                self.channel.reply_to("learn", request, {"ok": False, "error": item.error})
+            return
         try:
             head = self.learning.change(lambda current: current.with_examples(item.label, item.embeddings))
         except EdgeClassifierError as exc:

@@ -5,8 +5,12 @@ Each pipeline worker has its own embedder (the extractor's interpreter); after t
 frame sees one head) for the closest learned class. A match answers first, the model's
 labels follow; with ``learn.alone`` only the learned class is reported, or ``unknown``.
 
-Teaching (main thread): examples come as images in the command, or as the next N frames
-(collected by the workers, handed back through the control queue). Every change re-reads
+Teaching: examples come as images in the command, or as the next N frames (collected by
+the workers); either way they are handed to the main loop through the control queue as
+``FramesCollected``. Images in a command are decoded (bounded, ``preprocess.decode``) and
+embedded in thread ``learn-images``, one command at a time, with caps on the number of
+images (``learn.max_images``) and the time (``learn.images_timeout``), so the main loop
+keeps answering ``status`` and feeding the watchdog meanwhile. Every change re-reads
 the head file under its lock, applies the change and saves it atomically, so the CLI
 (``edge-classifier learn``) and the daemon never overwrite each other; a file changed by
 the CLI is picked up within a second.
@@ -20,17 +24,17 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from edge_classifier.config.schema import LearnConfig
 from edge_classifier.control.requests import Request
 from edge_classifier.errors import EdgeClassifierError, LearnError
 from edge_classifier.learn import Embedder, ExtractorId, LearnedHead, load_or_empty, locked, save_head
+from edge_classifier.preprocess.decode import ImageLimits, ImageRejected, decode_image
 from edge_classifier.results import Classification, Prediction
 from edge_classifier.source.base import Frame
 
@@ -48,6 +52,7 @@ class FramesCollected:
     label: str
     embeddings: tuple[np.ndarray, ...]
     request: Request | None  # the command to reply to
+    error: str = ""  # why nothing is to be learned (images refused, out of time); embeddings empty
 
 
 @dataclasses.dataclass(slots=True)
@@ -60,8 +65,13 @@ class _Collect:
 
 
 class Learning:
-    def __init__(self, config: LearnConfig, workers: int, deliver: Callable[[Any], None]) -> None:
+    def __init__(self, config: LearnConfig, workers: int, deliver: Callable[[Any], None],
+                 limits: ImageLimits | None = None) -> None:
         self.config = config
+        self.limits = limits or ImageLimits()
+        self.images_rejected = 0  # images in learn commands that were refused (any reason)
+        self._images_job: threading.Thread | None = None
+        self._stop = threading.Event()
         self._deliver = deliver  # crossing: worker threads -> the main loop's control queue
         self.path = Path(config.head)
         self._embedders: list[Embedder] = []
@@ -124,19 +134,57 @@ class Learning:
             self._collect = None
             return collect
 
-    def embed_images(self, images: list[str]) -> list[np.ndarray]:
-        """Base64 JPEG/PNG images from a command, embedded; LearnError naming the bad one."""
+    def learn_images(self, label: str, images: Sequence[object], request: Request | None) -> None:
+        """Start embedding the images of a ``learn`` command in thread ``learn-images``; the
+        result (or why nothing was learned) comes back as FramesCollected. LearnError now when
+        there are too many images or another command's images are still being embedded."""
+        limit = self.config.max_images
+        if len(images) > limit:
+            raise LearnError(f"images: {len(images)} images, over the limit of {limit} per command "
+                             "(learn.max_images); nothing was learned")
+        if self._images_job is not None and self._images_job.is_alive():
+            raise LearnError("the images of another learn command are still being embedded; try again when it "
+                             "has answered")
+        job = threading.Thread(target=self._embed_job, args=(label, list(images), request), name="learn-images",
+                               daemon=True)
+        self._images_job = job
+        job.start()
+
+    def _embed_job(self, label: str, images: list[object], request: Request | None) -> None:
+        # Thread learn-images: uses embedder 0 (no other thread does); the result crosses to
+        # the main loop through the control queue.
+        try:
+            embeddings = tuple(self.embed_images(images))
+        except LearnError as exc:
+            self._deliver(FramesCollected(label, (), request, error=str(exc)))
+        except Exception as exc:  # a bug must not pass silently: the command still gets its answer
+            log.exception("learn: embedding the images of a command failed")
+            self._deliver(FramesCollected(label, (), request, error=f"{type(exc).__name__}: {exc}"))
+        else:
+            self._deliver(FramesCollected(label, embeddings, request))
+
+    def embed_images(self, images: Sequence[object]) -> list[np.ndarray]:
+        """Base64 images from a command, decoded within the limits and embedded; LearnError
+        naming the bad one (nothing is learned then), or when it takes over learn.images_timeout."""
+        deadline = time.monotonic() + self.config.images_timeout
         embeddings = []
         for index, text in enumerate(images):
+            if self._stop.is_set():
+                raise LearnError("the daemon is stopping; nothing was learned")
+            if time.monotonic() > deadline:
+                raise LearnError(f"embedding took longer than {self.config.images_timeout:g} s "
+                                 f"(learn.images_timeout) at images[{index}] of {len(images)}; nothing was learned")
             if not isinstance(text, str):
                 raise LearnError(f"images[{index}]: must be a base64 string, not {type(text).__name__}")
             try:
                 data = base64.b64decode(text, validate=True)
             except (binascii.Error, ValueError) as exc:
                 raise LearnError(f"images[{index}]: not base64: {exc}") from None
-            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
-            if image is None:
-                raise LearnError(f"images[{index}]: not a decodable JPEG or PNG image")
+            try:
+                image = decode_image(data, self.limits, what=f"images[{index}]")
+            except ImageRejected as exc:
+                self.images_rejected += 1
+                raise LearnError(f"{exc}; nothing was learned") from None
             embeddings.append(self._embedders[0].embed(image))
         return embeddings
 
@@ -169,6 +217,10 @@ class Learning:
         return True
 
     def close(self) -> None:
+        self._stop.set()
+        job = self._images_job
+        if job is not None:
+            job.join(5)  # one image at most: the embedders must outlive their last use
         for embedder in self._embedders:
             embedder.close()
         self._embedders = []

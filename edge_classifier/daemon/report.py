@@ -35,6 +35,7 @@ def stats(daemon: Daemon) -> dict[str, Any]:
         "frames": frames,
         "results": results,
         "dropped": capture.dropped,
+        "rejected": rejected(daemon),
         "inference_ms_p50": telemetry.percentile(latencies, 50),
         "inference_ms_p95": telemetry.percentile(latencies, 95),
         "accelerator": info.accelerator,
@@ -73,12 +74,19 @@ def state(daemon: Daemon) -> dict[str, Any]:
             "input": list(info.input.shape), "interpreters": len(models.classifiers),
         },
         "source": {"name": capture.source.name, "kind": daemon.config.source.kind, "frames": capture.frames,
-                   "dropped": capture.dropped, "failures": capture.failures},
+                   "dropped": capture.dropped, "failures": capture.failures, "rejected": rejected(daemon)},
         "mqtt": {"connected": bool(daemon.connection and daemon.connection.connected.is_set())},
         "settings": runtime_settings(daemon.config),
         "stats": {"results": daemon.publisher.results if daemon.publisher else 0,
                   "spool_depth": len(daemon.publisher.outbox) if daemon.publisher else 0},
     }
+
+
+def rejected(daemon: Daemon) -> int:
+    """Images refused by the limits (preprocess.decode): the source's and learn commands'."""
+    source = daemon.pipeline.capture.source if daemon.pipeline is not None else None
+    learned = daemon.learning.images_rejected if daemon.learning is not None else 0
+    return int(getattr(source, "rejected", 0)) + learned
 
 
 def runtime_settings(config: Config) -> dict[str, Any]:

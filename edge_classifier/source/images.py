@@ -13,10 +13,10 @@ import logging
 import os
 import time
 
-import cv2
 import numpy as np
 
 from edge_classifier.errors import SourceError
+from edge_classifier.preprocess.decode import ImageLimits, ImageRejected, decode_image
 from edge_classifier.source.base import Frame, stamp
 
 __all__ = ["IMAGE_SUFFIXES", "ImageSource"]
@@ -33,12 +33,15 @@ class ImageSource:
 
     live = False
 
-    def __init__(self, pattern: str, *, name: str, loop: bool = False) -> None:
+    def __init__(self, pattern: str, *, name: str, loop: bool = False, limits: ImageLimits | None = None) -> None:
         self.pattern = pattern
+        self.limits = limits or ImageLimits()
         self.name = name
         self.loop = loop
         self.skipped = 0
         """Unreadable files skipped so far (each time one is met)."""
+        self.rejected = 0
+        """Of those, images refused by the limits or the decoder (preprocess.decode)."""
         self._index = 0
         self._paths: list[str] = []
         self._next = 0
@@ -117,17 +120,23 @@ class ImageSource:
             cached = self._decoded.get(path)
             if cached is not None and cached[0] == key:
                 return cached[1]
+            if stat.st_size > self.limits.max_bytes:
+                self.rejected += 1
+                self._skip(path, f"{stat.st_size} bytes, over the limit of {self.limits.max_bytes} (source.max_bytes)")
+                return None
             with open(path, "rb") as f:
-                data = f.read()
+                data = f.read(self.limits.max_bytes + 1)
         except FileNotFoundError:
             log.debug("images: %s vanished, skipped", path)
             return None
         except OSError as exc:
             self._skip(path, str(exc))
             return None
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        if image is None:
-            self._skip(path, "not a decodable image")
+        try:
+            image = decode_image(data, self.limits, what=path)
+        except ImageRejected as exc:
+            self.rejected += 1
+            self._skip(path, str(exc).removeprefix(f"{path}: "))
             return None
         if self.loop:
             self._remember(path, key, image)

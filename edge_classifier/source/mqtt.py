@@ -5,8 +5,12 @@ the publisher's. paho's network thread only queues the raw payloads; decoding
 happens in the reader (the capture thread), so a large image never stalls the
 network loop and its keepalives. The queue is bounded: when the reader falls
 behind, the oldest message is dropped (counted in ``dropped``) since this is a
-live source where the newest image matters most. A payload that does not decode
-is logged and counted in ``undecodable``; it never fails the source.
+live source where the newest image matters most. A payload that is not an image
+within the limits (empty, over ``max_bytes``, an unknown format, a header over
+``max_pixels``, undecodable: see ``preprocess.decode``) is counted in ``rejected``
+and logged at most once per reason per 10 s; it never fails the source. Under MQTT 5
+the broker is also told the largest packet the source takes (Maximum Packet Size), so
+an oversized image is dropped by the broker before it crosses the network.
 
 The subscription is made in ``on_connect``, so it is renewed on every
 (re)connection. A lost broker connection fails the current ``read`` at once with
@@ -25,12 +29,13 @@ import threading
 import time
 from typing import Any
 
-import cv2
-import numpy as np
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edge_classifier.errors import SourceError
+from edge_classifier.preprocess.decode import ImageLimits, ImageRejected, RejectLog, decode_image
 from edge_classifier.source.base import Frame
 
 __all__ = ["MqttSource"]
@@ -44,6 +49,7 @@ class _Message:
     payload: bytes
     captured: float
     timestamp: float
+    oversized: int = 0  # the size of a payload dropped for being over max_bytes
 
 
 class _Signal:
@@ -61,7 +67,7 @@ class MqttSource:
 
     def __init__(self, topic: str, *, host: str, port: int, client_id: str, name: str = "",
                  protocol: str = "5", keepalive: int = 30, qos: int = 0, capacity: int = 8,
-                 connect_timeout: float = 5.0, poll: float = 1.0) -> None:
+                 connect_timeout: float = 5.0, poll: float = 1.0, limits: ImageLimits | None = None) -> None:
         """``name`` empty: each frame's ``source`` is the topic its image arrived on."""
         if not topic:
             raise ValueError("Invalid topic filter: ''")
@@ -78,8 +84,9 @@ class MqttSource:
         self.poll = poll
         self.dropped = 0
         """Messages dropped because the reader fell behind."""
-        self.undecodable = 0
-        """Payloads that were not a decodable image."""
+        self.limits = limits or ImageLimits()
+        self.rejects = RejectLog(log, "mqtt source")
+        """Payloads refused (empty, too large, not an image, too many pixels), by reason."""
         self._index = 0
         # Crossing: paho's network thread puts messages and signals, the reader gets them.
         self._queue: queue.Queue[_Message | _Signal] = queue.Queue(maxsize=capacity)
@@ -133,8 +140,17 @@ class MqttSource:
         if self._ready.is_set():
             self._offer(_Signal(f"lost the connection to {self.host}:{self.port}: {reason}", lost=True))
 
+    @property
+    def rejected(self) -> int:
+        """Payloads that did not become a frame (read by the main loop for status and stats)."""
+        return self.rejects.total
+
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        # Runs in paho's network thread: stamp and queue only, the reader decodes.
+        # Runs in paho's network thread: stamp and queue only, the reader decodes. An
+        # oversized payload is not copied, only reported (the reader counts and logs it).
+        if len(message.payload) > self.limits.max_bytes:
+            self._offer(_Message(message.topic, b"", time.monotonic(), time.time(), len(message.payload)))
+            return
         self._offer(_Message(message.topic, bytes(message.payload), time.monotonic(), time.time()))
 
     # --- the reader (capture thread) ----------------------------------------------------
@@ -143,6 +159,12 @@ class MqttSource:
         self.close()
         version = MQTTProtocolVersion.MQTTv5 if self.protocol == "5" else MQTTProtocolVersion.MQTTv311
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=version)
+        properties = None
+        if version == MQTTProtocolVersion.MQTTv5:
+            properties = Properties(PacketTypes.CONNECT)
+            # The broker drops (does not send) a PUBLISH larger than this: the image, its
+            # topic and properties; a 3.1.1 broker cannot be told, _on_message drops those.
+            properties.MaximumPacketSize = self.limits.max_bytes + 64 * 1024
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_subscribe = self._on_subscribe
@@ -152,7 +174,7 @@ class MqttSource:
         self._failure = ""
         self._client = client
         try:
-            client.connect_async(self.host, self.port, keepalive=self.keepalive)
+            client.connect_async(self.host, self.port, keepalive=self.keepalive, properties=properties)
             client.loop_start()  # starts paho's network thread
         except (OSError, ValueError) as exc:
             self.close()
@@ -183,11 +205,13 @@ class MqttSource:
                 if item.lost:
                     raise SourceError(item.reason)
                 return None
-            image = cv2.imdecode(np.frombuffer(item.payload, np.uint8), cv2.IMREAD_COLOR)
-            if image is None:
-                self.undecodable += 1
-                log.warning("mqtt source: %d-byte payload on %s is not a JPEG or PNG image, ignored",
-                            len(item.payload), item.topic)
+            try:
+                if item.oversized:
+                    raise ImageRejected(f"payload on {item.topic}: {item.oversized} bytes, over the limit of "
+                                        f"{self.limits.max_bytes} bytes (source.max_bytes)", "too many bytes")
+                image = decode_image(item.payload, self.limits, what=f"payload on {item.topic}")
+            except ImageRejected as exc:
+                self.rejects.rejected(exc)
                 continue
             self._index += 1
             return Frame(image=image, rgb=False, source=self._frame_name or item.topic,

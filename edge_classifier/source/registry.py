@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from edge_classifier.config.schema import MqttConfig, SourceConfig
 from edge_classifier.errors import ConfigError
+from edge_classifier.preprocess.decode import ImageLimits
 from edge_classifier.source.auto import AutoSource
 from edge_classifier.source.base import Source
 from edge_classifier.source.images import ImageSource
@@ -78,7 +79,8 @@ def _opencv(config: SourceConfig, mqtt: MqttConfig, input_size: tuple[int, int] 
 def _images(config: SourceConfig, mqtt: MqttConfig, input_size: tuple[int, int] | None) -> Source:
     if not config.uri:
         raise ConfigError(["source.uri: images needs a directory or a glob"])
-    return ImageSource(config.uri, name=source_name(config), loop=config.loop)
+    return ImageSource(config.uri, name=source_name(config), loop=config.loop,
+                       limits=ImageLimits(config.max_pixels, config.max_bytes))
 
 
 def _mqtt(config: SourceConfig, mqtt: MqttConfig, input_size: tuple[int, int] | None) -> Source:
@@ -86,7 +88,8 @@ def _mqtt(config: SourceConfig, mqtt: MqttConfig, input_size: tuple[int, int] | 
         raise ConfigError(["source.uri: mqtt needs a topic filter to receive images on"])
     client_id = mqtt.client_id or f"edge-classifier-{socket.gethostname()}"
     return MqttSource(config.uri, host=mqtt.host, port=mqtt.port, client_id=f"{client_id}-source",
-                      name=config.name, protocol=mqtt.protocol, keepalive=mqtt.keepalive)
+                      name=config.name, protocol=mqtt.protocol, keepalive=mqtt.keepalive,
+                      limits=ImageLimits(config.max_pixels, config.max_bytes))
 
 
 FACTORIES: dict[str, Factory] = {
