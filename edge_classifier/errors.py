@@ -51,6 +51,7 @@ __all__ = [
     "SourceError",
     "StoreError",
     "UsageError",
+    "shown",
 ]
 
 
@@ -145,3 +146,13 @@ class ConfigError(EdgeClassifierError):
         else:
             text = f"{where}{len(self.problems)} problems: " + "; ".join(self.problems)
         super().__init__(text)
+
+
+def shown(value: object, limit: int = 200) -> str:
+    """``repr(value)`` for an error message, cut to about ``limit`` characters: a refused
+    10,000-character argument is named, not echoed whole."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    length = f" ({len(value)} characters)" if isinstance(value, str | bytes | list | dict) else ""
+    return f"{text[:limit]}…{length}"

@@ -128,11 +128,14 @@ def test_rejections_leave_the_running_model(tmp_path, broker, store, pictures):
         ({"name": "custom_op.tflite"}, "fake-op-double"),
         ({"name": "mislabelled.tflite"}, "3 labels"),
         ({"name": "absent.tflite"}, "absent.tflite"),
-        ({"url": model(BIRDS).as_uri(), "sha256": "0" * 64}, "sha256"),
+        ({"url": model(BIRDS).as_uri(), "sha256": "0" * 64}, "file:// URLs are allowed only from"),
         ({"url": model(BIRDS).as_uri()}, "sha256: required"),
         ({"url": model(BIRDS).as_uri(), "sha256": good_sha, "extra": 1}, "unexpected arguments: extra"),
     ]
-    config = daemon_config(tmp_path, store, pictures, broker.port, fps=20, extra="max_size_mb = 3.5")
+    offered = tmp_path / "offered"  # the one folder file:// URLs may come from
+    offered.mkdir()
+    config = daemon_config(tmp_path, store, pictures, broker.port, fps=20,
+                           extra=f'max_size_mb = 3.5\nfile_urls = "{offered}"')
     with Probe(broker.host, broker.port) as probe:
         probe.subscribe(f"{PREFIX}/event")
         with DaemonProcess("-c", str(config), "--stdout") as daemon:
@@ -143,7 +146,7 @@ def test_rejections_leave_the_running_model(tmp_path, broker, store, pictures):
                 assert reply["ok"] is False, (payload, reply)
                 assert needle in reply["error"], (payload, reply["error"])
             # Over the size limit (3.5 MiB; the bird model is 3.4 MiB, v2 3.4 MiB + label zip).
-            big = tmp_path / "big.tflite"
+            big = offered / "big.tflite"
             big.write_bytes(model(BIRDS).read_bytes() + b"\0" * 200_000)
             big_sha = __import__("hashlib").sha256(big.read_bytes()).hexdigest()
             reply = ask(probe, {"url": big.as_uri(), "sha256": big_sha})
@@ -156,7 +159,8 @@ def test_rejections_leave_the_running_model(tmp_path, broker, store, pictures):
             after = daemon.next_result(10)
             assert after["model"]["name"] == V2 and after["top"][0]["label"] == "macaw"
             # A good download still works afterwards, and lands in the store.
-            reply = ask(probe, {"url": model(BIRDS).as_uri(), "sha256": good_sha})
+            shutil.copy(model(BIRDS), offered / f"{BIRDS}.tflite")
+            reply = ask(probe, {"url": (offered / f"{BIRDS}.tflite").as_uri(), "sha256": good_sha})
             assert reply["ok"] is True, reply
             assert (store / f"{BIRDS}.tflite").is_file()
             daemon.signal(signal.SIGTERM)

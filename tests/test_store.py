@@ -334,7 +334,7 @@ def test_fetch_from_a_local_http_server(store, server):
     path = fetch_url(f"{server}/{V1}.tflite", store, sha256=SUMS[f"models/{V1}.tflite"], max_bytes=10**7)
     assert path == store / f"{V1}.tflite" and sha(path) == SUMS[f"models/{V1}.tflite"]
     assert names(store) == [f"{V1}.tflite"]
-    assert oct(path.stat().st_mode & 0o777) == oct(0o644)
+    assert oct(path.stat().st_mode & 0o777) == oct(0o640)  # not world-readable
 
 
 def test_fetch_sha_mismatch_names_both_sums_and_leaves_nothing(store, server):

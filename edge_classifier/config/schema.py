@@ -148,6 +148,13 @@ class ModelConfig:
     watch: bool = setting(False, "Swap to a model file that appears in `dir`, without a restart.")
     max_size_mb: float = setting(256.0, "Largest model file accepted for a swap or download, in MiB.",
                                  minimum=0.001, maximum=4096)
+    quarantine_dir: str = setting("", "Where downloads wait to be validated before they are moved into `dir`; "
+                                  "empty means .<dir>.downloads beside `dir` (outside the store).")
+    download_timeout: float = setting(600.0, "Seconds a whole model download may take.", minimum=1, maximum=86400)
+    download_min_rate: int = setting(1024, "A download slower than this many bytes/s over 10 s is stopped.",
+                                     minimum=0)
+    file_urls: str = setting("", "A folder the `model` command may download file:// URLs from; empty "
+                             "means file:// URLs are refused.")
     input_mean: float = setting(128.0, "Pixel normalisation the model was trained with: "
                                 "real = (pixel - input_mean) / input_std.")
     input_std: float = setting(128.0, "See input_mean.", minimum=1e-6)

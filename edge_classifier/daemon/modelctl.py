@@ -26,6 +26,8 @@ from edge_classifier.daemon.pipeline import ModelSet, Outcome, Pipeline
 from edge_classifier.daemon.swap import Swapper, SwapReady, SwapRejected, SwapRequest
 from edge_classifier.engine.model import ModelFile
 from edge_classifier.errors import EdgeClassifierError
+from edge_classifier.store.fetch import quarantine_dir
+from edge_classifier.store.files import sweep
 from edge_classifier.store.state import StateFile, state_path
 
 __all__ = ["ModelControl", "SwapOutcome"]
@@ -62,15 +64,37 @@ class ModelControl:
         self._event = event
         self._reply = reply
         self.pipeline: Pipeline | None = None
-        self.swapper = Swapper(lambda: self.config, deliver)
+        self.swapper = Swapper(lambda: self.config, deliver, self.in_use)
         self.supervisor = AcceleratorSupervisor(lambda: self.config, lambda: self._pipeline(), event, deliver)
         self.state = StateFile(state_path(config.model.dir))
+        self._sweep()
         self._pending: _Pending | None = None
         self._last_emit: float | None = None
         self._store_seen: dict[str, tuple[int, int]] | None = None
         self._store_candidates: dict[str, tuple[int, int]] = {}
         self._store_checked = 0.0
         self.swaps = 0
+
+    def in_use(self) -> set[Path]:
+        """Files a download must never replace: the running model and its twin, the model
+        being switched in, the learning extractor. (Called in model-loader: reads attributes.)"""
+        files = {Path(self.config.learn.extractor)}
+        for models in (self.pipeline.models if self.pipeline else None,
+                       self._pending.ready.models if self._pending else None):
+            if models is not None:
+                files |= {models.info.path, models.info.requested}
+                if models.plan is not None:
+                    files |= {spec.path for spec in (models.plan.cpu, models.plan.tpu) if spec is not None}
+        return files
+
+    def _sweep(self) -> None:
+        """At start: remove the temporary files writers that died left (downloads, the
+        learned head's and the state file's replacements)."""
+        model = self.config.model
+        folders = {Path(model.dir), quarantine_dir(Path(model.dir), model.quarantine_dir),
+                   Path(self.config.learn.head).parent}
+        for folder in sorted(folders):
+            sweep(folder)
 
     def _pipeline(self) -> Pipeline:
         assert self.pipeline is not None

@@ -3,8 +3,11 @@ between two frames, while the running model keeps classifying.
 
 Thread ``model-loader`` takes one request at a time (from the ``model`` command, the store
 watcher or a reload) and does the slow part: resolve the name inside the store or download
-the URL (sha256 mandatory), validate the file in a child process (a hostile file can only
-crash the child), open the engines and run one smoke inference. It hands the ready set to
+the URL (sha256 mandatory) into the quarantine folder outside the store, refuse files whose
+role is not a classifier (``store.roles``), validate the file in a child process (a hostile
+file can only crash the child; a download is validated in quarantine and moved into the
+store only when it passed, never over a file in use), open the engines and run one smoke
+inference. It hands the ready set to
 the main loop through the control queue (``SwapReady``), or the reason it was rejected
 (``SwapRejected``); the main loop switches, and confirms once the new model has produced a
 result (the old one stays loaded until then, and comes back if the new one fails).
@@ -28,7 +31,8 @@ from edge_classifier.control.requests import Request
 from edge_classifier.daemon.models import open_model_set, plan_model
 from edge_classifier.daemon.pipeline import ModelSet
 from edge_classifier.errors import EdgeClassifierError
-from edge_classifier.store.fetch import fetch_url
+from edge_classifier.store.fetch import admit, download, quarantine_dir
+from edge_classifier.store.roles import not_a_classifier
 from edge_classifier.store.store import resolve_name, sidecar_labels
 from edge_classifier.store.validate import validate_model
 
@@ -66,8 +70,10 @@ class SwapRejected:
 class Swapper:
     """Runs swap requests one at a time in thread ``model-loader``."""
 
-    def __init__(self, config: Callable[[], Config], deliver: Callable[[Any], None]) -> None:
+    def __init__(self, config: Callable[[], Config], deliver: Callable[[Any], None],
+                 protected: Callable[[], set[Path]] = set) -> None:
         self._config = config
+        self._protected = protected  # files in use (called in model-loader: reads one attribute)
         self._deliver = deliver  # crossing: puts results on the daemon's control queue
         self._queue: queue.SimpleQueue[SwapRequest | None] = queue.SimpleQueue()
         self._busy = threading.Event()
@@ -113,20 +119,35 @@ class Swapper:
         store = Path(model.dir)
         max_bytes = int(model.max_size_mb * 1024 * 1024)
         start = time.perf_counter()
+        held = None
         if request.url is not None:
-            path = fetch_url(request.url, store, sha256=request.sha256 or "", max_bytes=max_bytes)
+            files = Path(model.file_urls) if model.file_urls else False
+            held = download(request.url, quarantine_dir(store, model.quarantine_dir), sha256=request.sha256 or "",
+                            max_bytes=max_bytes, deadline=model.download_timeout, min_rate=model.download_min_rate,
+                            allow_files=files)
             timings["download_ms"] = _ms(start)
+            path = resolve_name(store, held.name, must_exist=False)  # where it would go: a .tflite name
         elif request.name is not None:
             path = resolve_name(store, request.name)
         else:
             assert request.path is not None
             path = request.path
-        labels = model.labels if request.path is not None and model.labels else sidecar_labels(path)
-        start = time.perf_counter()
-        report = validate_model(path, labels=labels, max_bytes=max_bytes, expected_sha256=request.sha256)
-        timings["validate_ms"] = _ms(start)
-        if not report.ok:
-            raise _Rejected("; ".join(report.problems))
+        try:
+            role = not_a_classifier(held or path, config)
+            if role is not None:
+                raise _Rejected(role)
+            labels = model.labels if request.path is not None and model.labels else sidecar_labels(path)
+            start = time.perf_counter()
+            report = validate_model(held or path, labels=labels, max_bytes=max_bytes,
+                                    expected_sha256=request.sha256, twin_dir=store if held else None)
+            timings["validate_ms"] = _ms(start)
+            if not report.ok:
+                raise _Rejected("; ".join(report.problems))
+            if held is not None:
+                path = admit(held, store, protected=self._protected())  # validated: into the store
+        finally:
+            if held is not None:
+                held.unlink(missing_ok=True)  # refused (or admitted: then already moved away)
         start = time.perf_counter()
         plan = plan_model(model, path, labels=labels or None)
         models = open_model_set(model, config.classify, plan=plan)

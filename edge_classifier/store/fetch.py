@@ -1,12 +1,18 @@
-"""Downloads into the model store: streamed, size-capped, sha256-verified, atomic.
+"""Downloads into the model store: quarantined, streamed, capped, sha256-verified, atomic.
 
-The bytes go to a hidden temporary file beside the target (``.<file>.<random>.partial``),
-are hashed while they stream, and are checked against the size cap as they arrive; only a
-complete file with the expected sha256 is fsynced and renamed into place, and the folder is
-fsynced. On every error the temporary file is removed: a store never holds a partial model.
+The bytes go to a quarantine folder OUTSIDE the store (by default ``.<store>.downloads``
+beside it, so a rename into the store is atomic) as a hidden ``.<file>.<random>.partial``,
+flock-ed while written (``files.sweep`` removes one whose writer died). They are hashed
+and counted as they stream: over ``max_bytes`` stops at once, so is a transfer past its
+overall ``deadline`` or slower than ``min_rate`` bytes/s over a 10 s window. A complete file
+with the expected sha256 is renamed to its final name, still in quarantine; the caller
+validates it there and :func:`admit` moves it into the store, never over a file in use
+(``protected``), a symlink or a non-model. On every error the quarantined file is removed.
 
 Only ``http://``, ``https://`` and ``file://`` URLs are fetched (redirects too: urllib's FTP
-and data handlers are left out of the opener).
+and data handlers are left out of the opener). ``file://`` is the owner's (``models pull
+--mirror DIR``); the daemon passes ``allow_files`` as the one folder ``model.file_urls``
+allows, or False. A mismatch on a local file never tells its sha256 or size.
 """
 
 from __future__ import annotations
@@ -16,24 +22,31 @@ import http.client
 import logging
 import os
 import re
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import quote, unquote, urlsplit
 
 from edge_classifier.engine.model import logical_name
 from edge_classifier.errors import DownloadError, InputMissingError, StoreError
 from edge_classifier.store.catalog import CatalogEntry, check_sha256, check_url
-from edge_classifier.store.files import fsync_dir, temporary_beside
+from edge_classifier.store.files import FILE_MODE, fsync_dir, locked_temporary
 from edge_classifier.store.store import resolve_name
 
-__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_TIMEOUT", "fetch_url", "file_sha256", "mirror_url", "pull"]
+__all__ = ["DEFAULT_DEADLINE", "DEFAULT_MAX_BYTES", "DEFAULT_MIN_RATE", "DEFAULT_TIMEOUT", "admit", "download",
+           "fetch_url", "file_sha256", "mirror_url", "pull", "quarantine_dir"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024  # an Edge TPU classifier is a few MB; a detector tens
 DEFAULT_TIMEOUT = 60.0  # seconds without progress (connect, or between two reads)
+DEFAULT_DEADLINE = 600.0  # seconds for a whole download
+DEFAULT_MIN_RATE = 1024  # bytes per second, over each window of RATE_WINDOW seconds
+RATE_WINDOW = 10.0
+MAX_NAME = 255  # bytes in a file name (NAME_MAX on Linux filesystems)
 _CHUNK = 64 * 1024
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
 
@@ -53,15 +66,38 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fetch_url(url: str, dest_dir: str | Path, *, sha256: str, max_bytes: int = DEFAULT_MAX_BYTES,
-              timeout: float = DEFAULT_TIMEOUT, name: str | None = None) -> Path:
-    """Download ``url`` to ``dest_dir/name`` (default: the URL's file name), verified.
+def quarantine_dir(store: Path, configured: str = "") -> Path:
+    """Where downloads for ``store`` wait to be validated: ``configured``, else the hidden
+    ``.<store>.downloads`` beside the store (same filesystem: the final move is a rename)."""
+    if configured:
+        return Path(configured)
+    store = Path(store)
+    return store.resolve().parent / f".{store.resolve().name}.downloads"
 
-    StoreError: a bad URL, sha256 or name, more than ``max_bytes``, a sha256 mismatch (naming
-    both sums). DownloadError: the server is unreachable, answers an HTTP error or the transfer
-    is cut short. InputMissingError: a ``file://`` URL or ``dest_dir`` that does not exist.
-    """
+
+def fetch_url(url: str, dest_dir: str | Path, *, sha256: str, max_bytes: int = DEFAULT_MAX_BYTES,
+              timeout: float = DEFAULT_TIMEOUT, name: str | None = None, deadline: float = DEFAULT_DEADLINE,
+              min_rate: int = DEFAULT_MIN_RATE, allow_files: bool | Path = True,
+              quarantine: Path | None = None, protected: Iterable[Path] = ()) -> Path:
+    """Download ``url`` into the store ``dest_dir`` as ``name`` (default: the URL's file
+    name), verified: :func:`download` then :func:`admit` (no model validation in between)."""
     dest_dir = Path(dest_dir)
+    if not dest_dir.is_dir():
+        raise InputMissingError(f"{dest_dir}: download folder not found")
+    held = download(url, quarantine or quarantine_dir(dest_dir), sha256=sha256, max_bytes=max_bytes,
+                    timeout=timeout, name=name, deadline=deadline, min_rate=min_rate, allow_files=allow_files)
+    return admit(held, dest_dir, protected=protected, any_name=True)
+
+
+def download(url: str, quarantine: Path, *, sha256: str, max_bytes: int = DEFAULT_MAX_BYTES,
+             timeout: float = DEFAULT_TIMEOUT, name: str | None = None, deadline: float = DEFAULT_DEADLINE,
+             min_rate: int = DEFAULT_MIN_RATE, allow_files: bool | Path = True) -> Path:
+    """Download ``url`` to ``quarantine/name``, verified; the quarantined file.
+
+    StoreError: a bad URL, sha256 or name, a refused ``file://`` URL, more than
+    ``max_bytes``, a sha256 mismatch. DownloadError: unreachable, an HTTP error, cut short,
+    past ``deadline`` or slower than ``min_rate``. InputMissingError: no such local file.
+    """
     problem = check_url(url)
     if problem:
         raise StoreError(f"download URL {problem}")
@@ -69,34 +105,79 @@ def fetch_url(url: str, dest_dir: str | Path, *, sha256: str, max_bytes: int = D
     problem = check_sha256(expected)
     if problem:
         raise StoreError(f"{url}: expected sha256 {problem}")
+    local = urlsplit(url).scheme == "file"
+    if local:
+        _check_file_url(url, allow_files)
     file_name = name or unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+    if len(file_name.encode()) > MAX_NAME:
+        raise StoreError(f"download URL: its file name is {len(file_name)} characters long, over the limit of "
+                         f"{MAX_NAME}")
     if not _SAFE_NAME.match(file_name) or ".." in file_name:
         raise StoreError(f"{url}: {file_name!r} is not a safe file name to store")
-    target = dest_dir / file_name
     try:
-        temporary = temporary_beside(target, ".partial")
-    except FileNotFoundError as exc:
-        raise InputMissingError(f"{dest_dir}: download folder not found") from exc
+        quarantine.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
-        raise StoreError(f"{dest_dir}: cannot write a download there: {exc.strerror or exc}") from exc
+        raise StoreError(f"{quarantine}: cannot make the download quarantine folder: {exc.strerror or exc}") from exc
+    target = quarantine / file_name
     try:
-        actual, size = _download(url, temporary, max_bytes, timeout)
-        if actual != expected:
-            raise StoreError(f"{url}: sha256 mismatch: expected {expected}, got {actual} ({size} bytes); "
-                             "nothing was stored")
-        os.replace(temporary, target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    fsync_dir(dest_dir)
-    log.info("downloaded %s to %s (%d bytes, sha256 %s)", url, target, size, actual)
+        with locked_temporary(target, ".partial") as (temporary, out):
+            actual, size = _download(url, out, max_bytes, timeout, deadline, min_rate)
+            if actual != expected:
+                got = "" if local else f", got {actual} ({size} bytes)"
+                raise StoreError(f"{url}: sha256 mismatch: expected {expected}{got}; nothing was stored")
+            os.replace(temporary, target)
+    except FileNotFoundError as exc:
+        raise InputMissingError(f"{quarantine}: download folder not found") from exc
+    except PermissionError as exc:
+        raise StoreError(f"{quarantine}: cannot write a download there: {exc.strerror or exc}") from exc
+    log.info("downloaded %s to quarantine %s (%d bytes, sha256 %s)", url, target, size, actual)
     return target
 
 
-def _download(url: str, temporary: Path, max_bytes: int, timeout: float) -> tuple[str, int]:
-    """Stream ``url`` into ``temporary`` (fsynced): (sha256, size)."""
+def admit(held: Path, store: Path, *, protected: Iterable[Path] = (), any_name: bool = False) -> Path:
+    """Move a quarantined, verified file into ``store`` under its name; the stored path.
+
+    Refused (StoreError; the quarantined file is removed): a name that is not a model's
+    (``.tflite``) unless ``any_name`` (labels pulled by the CLI), a target that is a
+    symlink or not a regular file, and a target in ``protected`` (the running model, its
+    twin, the learning extractor): a file in use is never replaced.
+    """
+    store = Path(store)
     try:
-        response = _OPENER.open(url, timeout=timeout)
+        target = store / held.name if any_name else resolve_name(store, held.name, must_exist=False)
+        in_use = {Path(p).resolve() for p in protected}
+        if target.resolve() in in_use:
+            raise StoreError(f"{held.name}: the store's {target.name} is in use (the running model, its twin or "
+                             "the learning extractor); a download never replaces a file in use; nothing was stored")
+        if target.is_symlink() or (target.exists() and not target.is_file()):
+            raise StoreError(f"{target}: is a symlink or not a regular file; a download never replaces it")
+        os.chmod(held, FILE_MODE)
+        os.replace(held, target)
+    except BaseException:
+        held.unlink(missing_ok=True)
+        raise
+    fsync_dir(store)
+    log.info("stored %s", target)
+    return target
+
+
+def _check_file_url(url: str, allow_files: bool | Path) -> None:
+    if allow_files is True:
+        return
+    if allow_files is False:
+        raise StoreError("file:// URLs are refused (set model.file_urls to a folder to allow downloads from it)")
+    root = Path(allow_files).resolve()
+    path = Path(unquote(urlsplit(url).path)).resolve()
+    if not path.is_relative_to(root):
+        raise StoreError(f"file:// URLs are allowed only from {root} (model.file_urls)")
+
+
+def _download(url: str, out: BinaryIO, max_bytes: int, timeout: float, deadline: float,
+              min_rate: int) -> tuple[str, int]:
+    """Stream ``url`` into ``out`` (fsynced): (sha256, size)."""
+    start = time.monotonic()
+    try:
+        response = _OPENER.open(url, timeout=min(timeout, deadline))
     except urllib.error.HTTPError as exc:
         exc.close()
         raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
@@ -108,13 +189,16 @@ def _download(url: str, temporary: Path, max_bytes: int, timeout: float) -> tupl
         raise DownloadError(f"{url}: cannot download: {exc}") from exc
     digest = hashlib.sha256()
     total = 0
-    with response, temporary.open("wb") as out:
+    window_start, window_bytes = start, 0
+    # read1: whatever has arrived (a slow server cannot hold one read for a whole chunk).
+    read = getattr(response, "read1", response.read)
+    with response:
         length = _content_length(response.headers)
         if length is not None and length > max_bytes:
             raise StoreError(f"{url}: {length} bytes announced, over the limit of {max_bytes} bytes")
         while True:
             try:
-                chunk = response.read(_CHUNK)
+                chunk = read(_CHUNK)
             except (OSError, http.client.HTTPException) as exc:
                 raise DownloadError(f"{url}: transfer failed after {total} bytes: {exc}") from exc
             if not chunk:
@@ -124,6 +208,16 @@ def _download(url: str, temporary: Path, max_bytes: int, timeout: float) -> tupl
                 raise StoreError(f"{url}: more than the limit of {max_bytes} bytes; download stopped")
             digest.update(chunk)
             out.write(chunk)
+            now = time.monotonic()
+            if now - start > deadline:
+                raise DownloadError(f"{url}: not done within {deadline:g} s ({total} bytes); download stopped")
+            window_bytes += len(chunk)
+            if now - window_start >= RATE_WINDOW:
+                rate = window_bytes / (now - window_start)
+                if rate < min_rate:
+                    raise DownloadError(f"{url}: {rate:.0f} bytes/s, under the minimum of {min_rate} bytes/s "
+                                        f"(model.download_min_rate); download stopped after {total} bytes")
+                window_start, window_bytes = now, 0
         if length is not None and total != length:
             raise DownloadError(f"{url}: transfer cut short: {total} of {length} bytes")
         out.flush()

@@ -1,17 +1,29 @@
 """Durable file replacement: write beside the target, fsync, rename over it, fsync the folder.
 
 A reader (or a power cut) sees the old file or the new one, never a half-written one. The
-temporary files are hidden (leading dot) so a store listing never shows them.
+temporary files are hidden (leading dot) so a store listing never shows them, and their
+writer holds an advisory lock (flock) on them while it writes: a temporary file nobody
+holds a lock on was left by a writer that died, and :func:`sweep` removes it at start.
+Files are created 0640 (owner read-write, group read): a model store is no one else's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
-__all__ = ["atomic_write_bytes", "fsync_dir", "temporary_beside"]
+__all__ = ["FILE_MODE", "atomic_write_bytes", "fsync_dir", "locked_temporary", "sweep", "temporary_beside"]
+
+log = logging.getLogger(__name__)
+
+FILE_MODE = 0o640
+TEMPORARY_SUFFIXES = (".partial", ".tmp")
 
 
 def fsync_dir(directory: Path) -> None:
@@ -27,9 +39,8 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def temporary_beside(target: Path, suffix: str, mode: int = 0o644) -> Path:
-    """A new, empty, hidden file in ``target``'s folder: ``.<name>.<random><suffix>``, with
-    ``mode`` (mkstemp's 0600 would make a model or state file unreadable to other users)."""
+def temporary_beside(target: Path, suffix: str, mode: int = FILE_MODE) -> Path:
+    """A new, empty, hidden file in ``target``'s folder: ``.<name>.<random><suffix>``, with ``mode``."""
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
     try:
         os.fchmod(fd, mode)
@@ -38,16 +49,60 @@ def temporary_beside(target: Path, suffix: str, mode: int = 0o644) -> Path:
     return Path(name)
 
 
+@contextlib.contextmanager
+def locked_temporary(target: Path, suffix: str, mode: int = FILE_MODE) -> Iterator[tuple[Path, BinaryIO]]:
+    """A new hidden temporary file beside ``target``, open for writing and flock-ed while the
+    block runs (so :func:`sweep` leaves it alone); removed on error unless renamed away."""
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    path = Path(name)
+    try:
+        os.fchmod(fd, mode)
+        handle = os.fdopen(fd, "wb")
+    except BaseException:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    with handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield path, handle
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+
+
 def atomic_write_bytes(target: Path, data: bytes) -> None:
     """Replace ``target`` with ``data`` atomically and durably; OSError when it cannot."""
-    temporary = temporary_beside(target, ".tmp")
-    try:
-        with temporary.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+    with locked_temporary(target, ".tmp") as (temporary, handle):
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
         os.replace(temporary, target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
     fsync_dir(target.parent)
+
+
+def sweep(directory: Path) -> list[Path]:
+    """Remove the temporary files (``.*.partial``, ``.*.tmp``) a dead writer left in
+    ``directory``: those no live writer holds the lock of. The removed paths."""
+    removed: list[Path] = []
+    try:
+        candidates = [p for p in directory.iterdir()
+                      if p.name.startswith(".") and p.name.endswith(TEMPORARY_SUFFIXES) and p.is_file()]
+    except OSError:
+        return removed
+    for path in candidates:
+        try:
+            with path.open("rb") as handle:
+                try:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a live writer holds it
+                path.unlink()
+        except OSError as exc:
+            log.warning("cannot remove the leftover %s: %s", path, exc.strerror or exc)
+            continue
+        removed.append(path)
+    if removed:
+        log.info("removed %d leftover temporary file(s) in %s: %s", len(removed), directory,
+                 ", ".join(p.name for p in removed))
+    return removed

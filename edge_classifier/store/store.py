@@ -25,7 +25,7 @@ from pathlib import Path
 
 from edge_classifier.engine.labels import embedded_labels, read_labels
 from edge_classifier.engine.model import ModelFile, logical_name
-from edge_classifier.errors import EdgeClassifierError, InputMissingError, StoreError
+from edge_classifier.errors import EdgeClassifierError, InputMissingError, StoreError, shown
 from edge_classifier.store.probe import ProbeResult
 from edge_classifier.store.sandbox import DEFAULT_TIMEOUT, probe_files
 
@@ -48,12 +48,14 @@ def resolve_name(store: str | Path, name: str, *, must_exist: bool = True) -> Pa
     store = Path(store)
 
     def refuse(reason: str) -> StoreError:
-        return StoreError(f"model name {name!r}: {reason} (model store {store})")
+        return StoreError(f"model name {shown(name)}: {reason} (model store {store})")
 
     if not name or not name.strip():
         raise refuse("empty name")
     if "\x00" in name:
         raise refuse("contains a NUL character")
+    if len(name.encode("utf-8", "surrogatepass")) > 248:  # NAME_MAX is 255 bytes, ".tflite" may be added
+        raise refuse(f"{len(name)} characters, too long for a file name (at most 248 bytes)")
     if os.path.isabs(name) or name.startswith(("/", "\\")):
         raise refuse("absolute paths are not allowed, give a file name inside the store")
     separators = {"/", "\\", os.sep, os.altsep or "/"}

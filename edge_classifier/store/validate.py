@@ -63,9 +63,11 @@ class ValidationReport:
 
 def validate_model(path: str | Path, *, labels: str | Path | None = None, max_bytes: int | None = None,
                    expected_sha256: str | None = None, smoke: bool = True, in_process: bool = False,
-                   timeout: float = DEFAULT_TIMEOUT) -> ValidationReport:
+                   timeout: float = DEFAULT_TIMEOUT, twin_dir: Path | None = None) -> ValidationReport:
     """Check ``path`` as a model to swap to; never raises for a bad file, never crashes the
-    caller (the runtime runs in a child unless ``in_process``, for files already trusted)."""
+    caller (the runtime runs in a child unless ``in_process``, for files already trusted).
+    ``twin_dir``: where the CPU twin of an ``_edgetpu`` file is (default: beside it; a
+    quarantined download's twin is in the store)."""
     path = Path(path)
     problems: list[str] = []
     notes: list[str] = []
@@ -87,7 +89,7 @@ def validate_model(path: str | Path, *, labels: str | Path | None = None, max_by
     if expected_sha256 and sha256 != expected_sha256.strip().lower():
         problems.append(f"{path}: sha256 {sha256} does not match the expected {expected_sha256.strip().lower()}")
     report = ValidationReport(path, size=size, sha256=sha256, edgetpu=edgetpu)
-    run_file = _runnable(path, edgetpu, problems, notes) if flatbuffer else None
+    run_file = _runnable(path, edgetpu, problems, notes, twin_dir) if flatbuffer else None
     if run_file is not None and not too_big:
         start = time.perf_counter()
         result = probe_files([run_file], smoke=smoke, timeout=timeout, in_process=in_process)[run_file]
@@ -119,12 +121,14 @@ def _scan(path: Path) -> tuple[bytes, str, bool]:
     return header, digest.hexdigest(), edgetpu
 
 
-def _runnable(path: Path, edgetpu: bool, problems: list[str], notes: list[str]) -> Path | None:
+def _runnable(path: Path, edgetpu: bool, problems: list[str], notes: list[str],
+              twin_dir: Path | None = None) -> Path | None:
     """The file to load on the CPU: ``path``, or for a compiled file its CPU twin when present."""
     if not edgetpu:
         return path
     stem = path.stem
-    twin = path.with_name(logical_name(path) + path.suffix) if stem.endswith("_edgetpu") else None
+    folder = twin_dir or path.parent
+    twin = folder / (logical_name(path) + path.suffix) if stem.endswith("_edgetpu") else None
     if twin is None or not twin.is_file():
         where = f"its CPU twin {twin.name} is not beside it" if twin else "it is not named x_edgetpu.tflite"
         problems.append(f"{path}: compiled for the Edge TPU (custom op 'edgetpu-custom-op') and {where}: "
