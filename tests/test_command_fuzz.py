@@ -100,7 +100,7 @@ def test_the_daemon_still_classifies_after_the_fuzzing(device):
     reset = {"top_k": 3, "threshold": 0.1, "fps": 20, "mode": "every",
              "publish": {"min_interval": 0, "heartbeat": 60, "smoothing": 1, "hysteresis": 0.05},
              "classify": {"allow": [], "deny": []}}
-    for name, payload in (("resume", b""), ("config", json.dumps(reset).encode())):
+    for name, payload in (("resume", b"{}"), ("config", json.dumps(reset).encode())):
         reply = json.loads(probe.request(f"{PREFIX}/cmd/{name}", payload, response_topic=REPLIES).payload)
         assert reply["ok"] is True, reply
     while not daemon.results.empty():

@@ -141,7 +141,7 @@ def test_paused_daemon_keeps_feeding_the_watchdog(tmp_path, systemd, broker):
     env = {"NOTIFY_SOCKET": systemd.path, "WATCHDOG_USEC": "1000000"}
     with DaemonProcess("-c", str(config), env=env) as daemon, Probe(broker.host, broker.port) as probe:
         systemd.expect("READY", value="1")
-        reply = probe.request("edge-classifier/sdpi/cmd/pause", b"", timeout=10)
+        reply = probe.request("edge-classifier/sdpi/cmd/pause", b"{}", timeout=10)
         assert b'"paused":true' in reply.payload
         systemd.drain()
         systemd.expect("WATCHDOG", value="1", timeout=3)

@@ -139,7 +139,7 @@ def test_stats_report_the_fallbacks(tmp_path, broker, pictures, lonely):
                 stats = json.loads(probe.expect(f"{PREFIX}/stats", timeout=10).payload)
             assert stats["accelerator_state"] == "fallback"
             assert stats["accelerator"] == "cpu"
-            reply = json.loads(probe.request(f"{PREFIX}/cmd/status", b"", timeout=10).payload)
+            reply = json.loads(probe.request(f"{PREFIX}/cmd/status", b"{}", timeout=10).payload)
             assert reply["state"]["model"]["accelerator_state"] == "fallback"
             assert reply["state"]["model"]["isolated"] is False  # the in-process stand-in runs now
             daemon.signal(signal.SIGTERM)

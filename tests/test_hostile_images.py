@@ -67,7 +67,7 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def status(probe: Probe) -> dict:
-    return json.loads(probe.request(f"{PREFIX}/cmd/status", b"", timeout=10).payload)
+    return json.loads(probe.request(f"{PREFIX}/cmd/status", b"{}", timeout=10).payload)
 
 
 def test_bombs_empty_and_random_payloads_on_the_mqtt_source(tmp_path, broker):
@@ -143,7 +143,7 @@ def test_bomb_inside_a_learn_command_is_refused(tmp_path, broker):
             payload = json.dumps({"label": "bomb", "images": images, "request_id": "b1"}).encode()
             reply = json.loads(probe.request(f"{PREFIX}/cmd/learn", payload, timeout=30).payload)
             peak = peak_rss_mb(daemon.proc.pid)
-            classes = json.loads(probe.request(f"{PREFIX}/cmd/classes", b"", timeout=10).payload)
+            classes = json.loads(probe.request(f"{PREFIX}/cmd/classes", b"{}", timeout=10).payload)
             daemon.signal(signal.SIGTERM)
             assert daemon.wait(15) == 0
     assert reply["ok"] is False and reply["request_id"] == "b1"

@@ -282,7 +282,7 @@ def running(tmp_path, broker, pictures):
         assert daemon.wait(10) == 0
 
 
-def ask(probe: Probe, name: str, payload: bytes | dict = b"", correlation: bytes = b"c1", prefix=PREFIX) -> dict:
+def ask(probe: Probe, name: str, payload: bytes | dict = b"{}", correlation: bytes = b"c1", prefix=PREFIX) -> dict:
     data = json.dumps(payload).encode() if isinstance(payload, dict) else payload
     reply = probe.request(f"{prefix}/cmd/{name}", data, response_topic=f"test/replies/{correlation.hex()}",
                           correlation_data=correlation, timeout=10)

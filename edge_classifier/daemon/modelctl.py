@@ -179,6 +179,13 @@ class ModelControl:
         self._pending = _Pending(ready, pipeline.models, time.monotonic(), last_old=self._last_emit,
                                  dropped_before=pipeline.capture.dropped)
         pipeline.swap(ready.models)
+        if pipeline.paused:
+            # No frame will come to confirm it: the smoke inference in model-loader stands
+            # for the first result, so the command gets its reply and later swaps are free.
+            log.info("model %s switched in while paused: confirmed by its smoke inference", ready.models.info.path.name)
+            self._pending.confirmed = True
+            self._deliver(SwapOutcome(True, None, time.monotonic()))
+            return
         log.info("model %s switched in; waiting for its first result", ready.models.info.path.name)
 
     def _confirm(self, result: SwapOutcome) -> None:
