@@ -126,7 +126,11 @@ class Swapper:
                             max_bytes=max_bytes, deadline=model.download_timeout, min_rate=model.download_min_rate,
                             allow_files=files)
             timings["download_ms"] = _ms(start)
-            path = resolve_name(store, held.name, must_exist=False)  # where it would go: a .tflite name
+            try:
+                path = resolve_name(store, held.name, must_exist=False)  # where it would go: a .tflite name
+            except BaseException:
+                held.unlink(missing_ok=True)
+                raise
         elif request.name is not None:
             path = resolve_name(store, request.name)
         else:
