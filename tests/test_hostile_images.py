@@ -77,6 +77,7 @@ def test_bombs_empty_and_random_payloads_on_the_mqtt_source(tmp_path, broker):
         probe.subscribe(f"{PREFIX}/status", f"{PREFIX}/result")
         with DaemonProcess("-c", str(config(tmp_path, broker.port))) as daemon:
             online(probe)
+            daemon.wait_for_log("mqtt source: listening on")  # subscribed (online can come first: issue 12)
             probe.publish(CAMERA, jpeg(np.full((96, 96, 3), 200, np.uint8)), qos=1)
             probe.expect(f"{PREFIX}/result", timeout=20)
             before = peak_rss_mb(daemon.proc.pid)
@@ -117,6 +118,7 @@ def test_oversized_payload_is_dropped_before_it_is_decoded(tmp_path, broker):
         path.write_text(text)
         with DaemonProcess("-c", str(path)) as daemon:
             online(probe)
+            daemon.wait_for_log("mqtt source: listening on")  # subscribed (online can come first: issue 12)
             probe.publish(CAMERA, b"\xff\xd8" + bytes(200_000), qos=1)
             probe.publish(CAMERA, jpeg(np.full((96, 96, 3), 30, np.uint8)), qos=1)
             result = json.loads(probe.expect(f"{PREFIX}/result", timeout=30).payload)
@@ -138,6 +140,7 @@ def test_bomb_inside_a_learn_command_is_refused(tmp_path, broker):
         probe.subscribe(f"{PREFIX}/status", f"{PREFIX}/result")
         with DaemonProcess("-c", str(config(tmp_path, broker.port, extra))) as daemon:
             online(probe)
+            daemon.wait_for_log("mqtt source: listening on")  # subscribed (online can come first: issue 12)
             images = [base64.b64encode(jpeg(np.full((64, 64, 3), 90, np.uint8))).decode(),
                       base64.b64encode(png_bomb(30000, 30000)).decode()]
             payload = json.dumps({"label": "bomb", "images": images, "request_id": "b1"}).encode()
@@ -165,6 +168,7 @@ def test_classify_refuses_a_20000_square_bomb(tmp_path, kind):
                            timeout=120, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     stdout, stderr = child.stdout, child.stderr
     peak = float(stderr.rsplit("PEAK_RSS_KB=", 1)[1]) / 1024
+    print(f"\nclassify of a 20000x20000 {kind} bomb: peak RSS {peak:.0f} MB")
     assert child.returncode == 65, stderr
     assert f"{bomb}: {kind} header declares 20000x20000 = 400000000 pixels" in stderr
     assert json.loads(stdout.splitlines()[0])["image"] == str(good)  # the next image is still classified

@@ -32,7 +32,7 @@ import numpy as np
 
 from edge_classifier.config.schema import LearnConfig
 from edge_classifier.control.requests import Request
-from edge_classifier.errors import EdgeClassifierError, LearnError
+from edge_classifier.errors import EdgeClassifierError, LearnError, shown
 from edge_classifier.learn import Embedder, ExtractorId, LearnedHead, load_or_empty, locked, save_head
 from edge_classifier.preprocess.decode import ImageLimits, ImageRejected, decode_image
 from edge_classifier.results import Classification, Prediction
@@ -148,6 +148,7 @@ class Learning:
         job = threading.Thread(target=self._embed_job, args=(label, list(images), request), name="learn-images",
                                daemon=True)
         self._images_job = job
+        log.info("learn: embedding %d images for %s (thread learn-images)", len(images), shown(label, 40))
         job.start()
 
     def _embed_job(self, label: str, images: list[object], request: Request | None) -> None:
