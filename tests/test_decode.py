@@ -45,13 +45,13 @@ def test_header_of_other_variants(ext, params):
 
 
 @pytest.mark.parametrize(("data", "reason", "words"), [
-    (b"", "empty", "empty (0 bytes)"),
+    (b"", "empty", "not a readable image (empty, 0 bytes)"),
     (png_bomb(30000, 30000), "too many pixels", "png header declares 30000x30000 = 900000000 pixels"),
     (jpeg_bomb(30000, 30000), "too many pixels", "jpeg header declares 30000x30000"),
-    (b"GIF89a" + bytes(100), "unknown format", "not a JPEG, PNG, WebP, BMP, TIFF or PNM image"),
+    (b"GIF89a" + bytes(100), "unknown format", "not a JPEG, PNG, WebP, BMP, TIFF or PNM"),
     (b"\xff\xd8\xff\xd9", "unknown format", "readable header"),
     (b"\x00garbage", "unknown format", "readable header"),
-    (encoded(".png", 20, 20)[:60], "undecodable", "cannot be decoded"),
+    (encoded(".png", 20, 20)[:60], "undecodable", "not a readable image (png that cannot be decoded"),
 ])
 def test_refusals_name_the_reason(data, reason, words):
     with pytest.raises(ImageRejected) as caught:
@@ -140,7 +140,7 @@ def test_reject_log_says_once_per_reason_per_interval(caplog):
     with caplog.at_level(logging.WARNING, logger="test.rejects"):
         for _ in range(200):
             rejects.rejected(ImageRejected("payload: junk", "unknown format"))
-        rejects.rejected(ImageRejected("payload: empty (0 bytes)", "empty"))
+        rejects.rejected(ImageRejected("payload: not a readable image (empty, 0 bytes)", "empty"))
     assert rejects.total == 201 and rejects.counts == {"unknown format": 200, "empty": 1}
     assert [r.getMessage() for r in caplog.records] == ["source: payload: junk, ignored",
-                                                        "source: payload: empty (0 bytes), ignored"]
+                                                        "source: payload: not a readable image (empty, 0 bytes), ignored"]

@@ -103,7 +103,7 @@ def test_bombs_empty_and_random_payloads_on_the_mqtt_source(tmp_path, broker):
     assert 3 < state["source"]["rejected"] <= 203 and state["source"]["failures"] == 0
     log = daemon.log
     assert "png header declares 30000x30000 = 900000000 pixels, over the limit of 40000000" in log
-    assert "empty (0 bytes)" in log  # the JPEG bomb has the PNG's reason: inside its line's 10 s
+    assert "not a readable image (empty, 0 bytes)" in log  # the JPEG bomb has the PNG's reason: inside its line's 10 s
     assert log.count("listening on cams/+/image") == 1, "the source reconnected"
     assert "source failed" not in log and "Traceback" not in log
     # One line per reason: the bombs, the empty payload, the junk (rate-limited: not 200).

@@ -87,7 +87,7 @@ def read_image(path: str, limits: ImageLimits | None = None) -> np.ndarray:
     except OSError as exc:
         raise ImageError(f"{path}: cannot read image: {exc.strerror or exc}") from exc
     if not data.size:
-        raise ImageError(f"{path}: not a readable image (empty)")
+        raise ImageError(f"{path}: not a readable image (empty, 0 bytes)")
     return decode_image(data, limits, what=path)
 
 

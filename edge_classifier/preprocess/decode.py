@@ -64,22 +64,22 @@ def decode_image(data: bytes | bytearray | memoryview | np.ndarray, limits: Imag
     buffer = data if isinstance(data, np.ndarray) else np.frombuffer(data, np.uint8)
     size = int(buffer.size)
     if size == 0:
-        raise ImageRejected(f"{what}: empty (0 bytes)", "empty")
+        raise ImageRejected(f"{what}: not a readable image (empty, 0 bytes)", "empty")
     if size > limits.max_bytes:
         raise ImageRejected(f"{what}: {size} bytes, over the limit of {limits.max_bytes} bytes", "too many bytes")
     header = image_header(buffer.data)  # a view, no copy
     if header is None:
-        raise ImageRejected(f"{what}: not a JPEG, PNG, WebP, BMP, TIFF or PNM image with a readable header "
-                            f"({size} bytes)", "unknown format")
+        raise ImageRejected(f"{what}: not a readable image (not a JPEG, PNG, WebP, BMP, TIFF or PNM with a "
+                            f"readable header; {size} bytes)", "unknown format")
     _check_pixels(header, limits, what)
     try:
         image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
     except cv2.error as exc:
-        raise ImageRejected(f"{what}: {header.format} image cannot be decoded: {exc.msg or exc}",
-                            "undecodable") from exc
+        raise ImageRejected(f"{what}: not a readable image ({header.format} that cannot be decoded: "
+                            f"{exc.msg or exc})", "undecodable") from exc
     if image is None:
-        raise ImageRejected(f"{what}: {header.format} image cannot be decoded (truncated or corrupt, "
-                            f"{size} bytes)", "undecodable")
+        raise ImageRejected(f"{what}: not a readable image ({header.format} that cannot be decoded: "
+                            f"truncated or corrupt, {size} bytes)", "undecodable")
     height, width = image.shape[:2]
     if width * height > limits.max_pixels:  # the decoder saw more than the header said
         raise ImageRejected(f"{what}: decoded to {width}x{height}, over the limit of {limits.max_pixels} "
