@@ -1,4 +1,5 @@
-"""``edge-classifier models list|validate|pull``: the model store from the command line.
+"""``edge-classifier models list|validate|pull|keygen|sign|verify``: the model store from the
+command line (signatures: ``store.signing``).
 
 The active model shown by ``list`` is the one the daemon remembered in the store's
 ``state.json`` (see ``store.state``), else the configuration's ``model.path``.
@@ -27,6 +28,7 @@ from edge_classifier.store import (
     state_path,
     validate_model,
 )
+from edge_classifier.store.signing import generate_key, parse_public_key, sign_model, verify_model
 
 __all__ = ["add_parser", "run"]
 
@@ -60,6 +62,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        help=f"refuse downloads larger than this (default {DEFAULT_MAX_BYTES})")
     fetch.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS", help="network timeout")
     fetch.set_defaults(run=run_pull)
+
+    keygen = actions.add_parser("keygen", help="make an ed25519 signing key; prints the public key to pin")
+    keygen.add_argument("key", metavar="KEY", help="where to write the private key (PEM, 0600; never overwritten)")
+    keygen.set_defaults(run=run_keygen)
+
+    sign = actions.add_parser("sign", help="sign a model: writes MODEL.sig beside it")
+    sign.add_argument("path", metavar="MODEL", help="the model file")
+    sign.add_argument("--key", required=True, metavar="KEY", help="the private key (from models keygen)")
+    sign.set_defaults(run=run_sign)
+
+    verify = actions.add_parser("verify", help="check a model's signature (MODEL.sig) against pinned keys")
+    verify.add_argument("path", metavar="MODEL", help="the model file")
+    verify.add_argument("--key", action="append", metavar="PUBLIC", dest="keys",
+                        help="a public key ed25519:... (repeatable; default: model.trusted_keys)")
+    add_config_option(verify)
+    verify.set_defaults(run=run_verify)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -126,6 +144,41 @@ def _summary(report: ValidationReport) -> str:
             f"{report.classes} classes, labels {report.labels}{smoke}; sha256 {report.sha256})")
 
 
+def run_keygen(args: argparse.Namespace) -> int:
+    public = generate_key(Path(args.key))
+    print(public)
+    print(f"private key written to {args.key}; pin the public key in model.trusted_keys", file=sys.stderr)
+    return 0
+
+
+def run_sign(args: argparse.Namespace) -> int:
+    model = Path(args.path)
+    if not model.is_file():
+        raise InputMissingError(f"{model}: model file not found")
+    print(sign_model(model, Path(args.key)))
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    model = Path(args.path)
+    if not model.is_file():
+        raise InputMissingError(f"{model}: model file not found")
+    keys = tuple(args.keys or config_from_args(args).model.trusted_keys)
+    if not keys:
+        raise UsageError("no public keys: give --key ed25519:... or set model.trusted_keys")
+    try:
+        for key in keys:
+            parse_public_key(key)
+    except ValueError as exc:
+        raise UsageError(f"--key: {exc}") from None
+    problem = verify_model(model, keys)
+    if problem is not None:
+        print(f"edge-classifier: {problem}", file=sys.stderr)
+        return InputDataError.exit_code
+    print(f"{model}: signed by a trusted key")
+    return 0
+
+
 def run_pull(args: argparse.Namespace) -> int:
     if args.max_bytes < 1:
         raise UsageError(f"--max-bytes: must be >= 1, not {args.max_bytes}")
@@ -135,7 +188,7 @@ def run_pull(args: argparse.Namespace) -> int:
         raise InputMissingError(f"model.dir: {store}: directory not found")
     catalog = load_catalog(args.catalog or store / CATALOG_FILE)
     options = {"catalog": catalog, "mirror": args.mirror, "max_bytes": args.max_bytes, "timeout": args.timeout,
-               "force": args.force}
+               "force": args.force, "trusted": config.model.trusted_keys}
     path = pull(args.name, store, **options)
     pulled = [path]
     twin = path.with_name(logical_name(path) + path.suffix)

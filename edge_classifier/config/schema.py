@@ -79,6 +79,17 @@ def _not_empty(value: str) -> str | None:
     return "must name a file, not ''" if not value.strip() else None
 
 
+def _public_keys(value: tuple[str, ...]) -> str | None:
+    from edge_classifier.store.signing import parse_public_key
+
+    for item in value:
+        try:
+            parse_public_key(item)
+        except ValueError as exc:
+            return str(exc)
+    return None
+
+
 def _labels(value: tuple[str, ...]) -> str | None:
     if any(not label for label in value):
         return "must not contain empty labels"
@@ -155,6 +166,9 @@ class ModelConfig:
                                      minimum=0)
     file_urls: str = setting("", "A folder the `model` command may download file:// URLs from; empty "
                              "means file:// URLs are refused.")
+    trusted_keys: tuple[str, ...] = setting((), "Public keys (ed25519:<base64>, from `edge-classifier models "
+                                            "keygen`) whose signature (<model>.sig) a model must carry to run; "
+                                            "empty means models are not signature-checked.", check=_public_keys)
     input_mean: float = setting(128.0, "Pixel normalisation the model was trained with: "
                                 "real = (pixel - input_mean) / input_std.")
     input_std: float = setting(128.0, "See input_mean.", minimum=1e-6)

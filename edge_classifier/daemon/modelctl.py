@@ -28,6 +28,7 @@ from edge_classifier.engine.model import ModelFile
 from edge_classifier.errors import EdgeClassifierError
 from edge_classifier.store.fetch import quarantine_dir
 from edge_classifier.store.files import sweep
+from edge_classifier.store.signing import check_signature
 from edge_classifier.store.state import StateFile, state_path
 
 __all__ = ["ModelControl", "SwapOutcome"]
@@ -120,6 +121,7 @@ class ModelControl:
             except EdgeClassifierError as exc:
                 log.warning("the model swapped in last time cannot be used (%s): using model.path", exc)
         plan = plan_model(model, path)
+        check_signature(plan.requested, model.trusted_keys)  # with keys pinned, not even the start is unsigned
         return open_model_set(model, self.config.classify, plan=plan)
 
     def attach(self, pipeline: Pipeline) -> None:

@@ -31,8 +31,9 @@ from edge_classifier.control.requests import Request
 from edge_classifier.daemon.models import open_model_set, plan_model
 from edge_classifier.daemon.pipeline import ModelSet
 from edge_classifier.errors import EdgeClassifierError
-from edge_classifier.store.fetch import admit, download, quarantine_dir
+from edge_classifier.store.fetch import admit, download, fetch_signature, quarantine_dir
 from edge_classifier.store.roles import not_a_classifier
+from edge_classifier.store.signing import check_signature, signature_path
 from edge_classifier.store.store import resolve_name, sidecar_labels
 from edge_classifier.store.validate import validate_model
 
@@ -136,10 +137,15 @@ class Swapper:
         else:
             assert request.path is not None
             path = request.path
+        signature = signature_path(held) if held is not None else None
         try:
             role = not_a_classifier(held or path, config)
             if role is not None:
                 raise _Rejected(role)
+            if model.trusted_keys:  # signed by a pinned key, or refused (store.signing)
+                if held is not None and request.url is not None:
+                    fetch_signature(request.url, held, allow_files=Path(model.file_urls) if model.file_urls else False)
+                check_signature(held or path, model.trusted_keys)
             labels = model.labels if request.path is not None and model.labels else sidecar_labels(path)
             start = time.perf_counter()
             report = validate_model(held or path, labels=labels, max_bytes=max_bytes,
@@ -149,9 +155,13 @@ class Swapper:
                 raise _Rejected("; ".join(report.problems))
             if held is not None:
                 path = admit(held, store, protected=self._protected())  # validated: into the store
+                if signature is not None and signature.is_file():
+                    admit(signature, store, any_name=True)
         finally:
             if held is not None:
                 held.unlink(missing_ok=True)  # refused (or admitted: then already moved away)
+            if signature is not None:
+                signature.unlink(missing_ok=True)
         start = time.perf_counter()
         plan = plan_model(model, path, labels=labels or None)
         models = open_model_set(model, config.classify, plan=plan)

@@ -25,7 +25,7 @@ import re
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote, unquote, urlsplit
@@ -161,6 +161,40 @@ def admit(held: Path, store: Path, *, protected: Iterable[Path] = (), any_name: 
     return target
 
 
+def fetch_signature(url: str, held: Path, *, timeout: float = DEFAULT_TIMEOUT,
+                    allow_files: bool | Path = True) -> Path | None:
+    """Download ``url`` + ``.sig`` (a model's detached signature, at most 4 KB) beside the
+    quarantined ``held`` file; None when the server has none (HTTP 404, no such file)."""
+    from edge_classifier.store.signing import MAX_SIGNATURE_BYTES, SIGNATURE_SUFFIX
+
+    sig_url = url + SIGNATURE_SUFFIX
+    if urlsplit(sig_url).scheme == "file":
+        _check_file_url(sig_url, allow_files)
+    try:
+        response = _OPENER.open(sig_url, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        if exc.code == 404:
+            return None
+        raise DownloadError(f"{sig_url}: HTTP {exc.code} {exc.reason}") from exc
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, FileNotFoundError):
+            return None
+        raise DownloadError(f"{sig_url}: cannot download: {exc.reason}") from exc
+    except (OSError, http.client.HTTPException) as exc:
+        raise DownloadError(f"{sig_url}: cannot download: {exc}") from exc
+    with response:
+        try:
+            data = response.read(MAX_SIGNATURE_BYTES + 1)
+        except (OSError, http.client.HTTPException) as exc:
+            raise DownloadError(f"{sig_url}: transfer failed: {exc}") from exc
+    if len(data) > MAX_SIGNATURE_BYTES:
+        raise StoreError(f"{sig_url}: over {MAX_SIGNATURE_BYTES} bytes, not a signature")
+    target = held.with_name(held.name + SIGNATURE_SUFFIX)
+    target.write_bytes(data)
+    return target
+
+
 def _check_file_url(url: str, allow_files: bool | Path) -> None:
     if allow_files is True:
         return
@@ -244,12 +278,14 @@ def mirror_url(mirror: str, file_name: str) -> str:
 
 
 def pull(name: str, store: str | Path, *, catalog: Mapping[str, CatalogEntry], mirror: str | None = None,
-         max_bytes: int = DEFAULT_MAX_BYTES, timeout: float = DEFAULT_TIMEOUT, force: bool = False) -> Path:
+         max_bytes: int = DEFAULT_MAX_BYTES, timeout: float = DEFAULT_TIMEOUT, force: bool = False,
+         trusted: Sequence[str] = ()) -> Path:
     """Download the catalog's model ``name`` (and its labels, as the model's sidecar
     ``<name>_labels.txt``) into ``store``; the stored model's path.
 
     A file already there with the catalog's sha256 is kept; one with another sum is an error
-    unless ``force``.
+    unless ``force``. With ``trusted`` keys, the model's signature (its URL + ``.sig``) is
+    fetched too and must verify before the model enters the store (it is stored beside it).
     """
     store = Path(store)
     entry = catalog.get(name) or catalog.get(name.removesuffix(".tflite"))
@@ -260,7 +296,7 @@ def pull(name: str, store: str | Path, *, catalog: Mapping[str, CatalogEntry], m
         raise StoreError(f"model {name!r} is not in the catalog (known: {known})")
     target = resolve_name(store, entry.file, must_exist=False)
     url = mirror_url(mirror, entry.file) if mirror else entry.url
-    _fetch_unless_present(url, target, entry.sha256, max_bytes, timeout, force)
+    _fetch_unless_present(url, target, entry.sha256, max_bytes, timeout, force, trusted)
     if entry.labels:
         labels_target = store / f"{logical_name(target)}_labels.txt"
         labels_url = mirror_url(mirror, entry.labels) if mirror else entry.labels_url
@@ -268,12 +304,30 @@ def pull(name: str, store: str | Path, *, catalog: Mapping[str, CatalogEntry], m
     return target
 
 
-def _fetch_unless_present(url: str, target: Path, sha256: str, max_bytes: int, timeout: float, force: bool) -> None:
+def _fetch_unless_present(url: str, target: Path, sha256: str, max_bytes: int, timeout: float, force: bool,
+                          trusted: Sequence[str] = ()) -> None:
+    from edge_classifier.store.signing import check_signature, signature_path
+
     if target.is_file() and not force:
         actual = file_sha256(target)
         if actual == sha256:
             log.info("%s is already in the store with the expected sha256", target)
+            check_signature(target, trusted)
             return
         raise StoreError(f"{target}: already exists with sha256 {actual}, not the catalog's {sha256}; "
                          "use --force to replace it")
-    fetch_url(url, target.parent, sha256=sha256, max_bytes=max_bytes, timeout=timeout, name=target.name)
+    if not trusted:
+        fetch_url(url, target.parent, sha256=sha256, max_bytes=max_bytes, timeout=timeout, name=target.name)
+        return
+    held = download(url, quarantine_dir(target.parent), sha256=sha256, max_bytes=max_bytes, timeout=timeout,
+                    name=target.name)
+    signature = signature_path(held)
+    try:
+        fetch_signature(url, held, timeout=timeout)
+        check_signature(held, trusted)
+        if signature.is_file():
+            admit(signature, target.parent, any_name=True)
+        admit(held, target.parent, any_name=True)
+    finally:
+        held.unlink(missing_ok=True)
+        signature.unlink(missing_ok=True)
