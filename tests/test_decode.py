@@ -142,5 +142,5 @@ def test_reject_log_says_once_per_reason_per_interval(caplog):
             rejects.rejected(ImageRejected("payload: junk", "unknown format"))
         rejects.rejected(ImageRejected("payload: not a readable image (empty, 0 bytes)", "empty"))
     assert rejects.total == 201 and rejects.counts == {"unknown format": 200, "empty": 1}
-    assert [r.getMessage() for r in caplog.records] == ["source: payload: junk, ignored",
-                                                        "source: payload: not a readable image (empty, 0 bytes), ignored"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "source: payload: junk, ignored", "source: payload: not a readable image (empty, 0 bytes), ignored"]

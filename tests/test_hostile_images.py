@@ -77,7 +77,6 @@ def test_bombs_empty_and_random_payloads_on_the_mqtt_source(tmp_path, broker):
         probe.subscribe(f"{PREFIX}/status", f"{PREFIX}/result")
         with DaemonProcess("-c", str(config(tmp_path, broker.port))) as daemon:
             online(probe)
-            daemon.wait_for_log("mqtt source: listening on")  # subscribed (online can come first: issue 12)
             probe.publish(CAMERA, jpeg(np.full((96, 96, 3), 200, np.uint8)), qos=1)
             probe.expect(f"{PREFIX}/result", timeout=20)
             before = peak_rss_mb(daemon.proc.pid)
@@ -118,7 +117,6 @@ def test_oversized_payload_is_dropped_before_it_is_decoded(tmp_path, broker):
         path.write_text(text)
         with DaemonProcess("-c", str(path)) as daemon:
             online(probe)
-            daemon.wait_for_log("mqtt source: listening on")  # subscribed (online can come first: issue 12)
             probe.publish(CAMERA, b"\xff\xd8" + bytes(200_000), qos=1)
             probe.publish(CAMERA, jpeg(np.full((96, 96, 3), 30, np.uint8)), qos=1)
             result = json.loads(probe.expect(f"{PREFIX}/result", timeout=30).payload)
@@ -140,7 +138,6 @@ def test_bomb_inside_a_learn_command_is_refused(tmp_path, broker):
         probe.subscribe(f"{PREFIX}/status", f"{PREFIX}/result")
         with DaemonProcess("-c", str(config(tmp_path, broker.port, extra))) as daemon:
             online(probe)
-            daemon.wait_for_log("mqtt source: listening on")  # subscribed (online can come first: issue 12)
             images = [base64.b64encode(jpeg(np.full((64, 64, 3), 90, np.uint8))).decode(),
                       base64.b64encode(png_bomb(30000, 30000)).decode()]
             payload = json.dumps({"label": "bomb", "images": images, "request_id": "b1"}).encode()
@@ -173,3 +170,20 @@ def test_classify_refuses_a_20000_square_bomb(tmp_path, kind):
     assert f"{bomb}: {kind} header declares 20000x20000 = 400000000 pixels" in stderr
     assert json.loads(stdout.splitlines()[0])["image"] == str(good)  # the next image is still classified
     assert peak < RSS_LIMIT_MB, peak
+
+
+def test_online_means_the_mqtt_source_is_subscribed(tmp_path, broker):
+    """Issue 12: `online` came before the source's SUBACK, so the first image sent on it was
+    lost. Three starts, each sending one image the moment the device says online."""
+    path = config(tmp_path, broker.port)
+    with Probe(broker.host, broker.port) as probe:
+        probe.subscribe(f"{PREFIX}/status", f"{PREFIX}/result")
+        for round in range(3):
+            with DaemonProcess("-c", str(path)) as daemon:
+                online(probe)
+                probe.publish(CAMERA, jpeg(np.full((96, 96, 3), 40 * round, np.uint8)), qos=1)
+                assert json.loads(probe.expect(f"{PREFIX}/result", timeout=20).payload)["frame"] == 1
+                daemon.signal(signal.SIGTERM)
+                assert daemon.wait(15) == 0
+            while probe.expect(f"{PREFIX}/status", timeout=10).text != "offline":
+                pass

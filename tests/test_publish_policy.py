@@ -102,8 +102,8 @@ def test_runtime_changes_are_validated_like_the_file(tmp_path):
 
 
 @pytest.mark.parametrize(("payload", "error"), [
-    (b"", None),
-    (b"   ", None),
+    (b"", "empty payload: not a command"),  # how a retained command is cleared (issue 11)
+    (b"   ", "empty payload: not a command"),
     (b'{"a": 1}', None),
     (b"x" * 11, "over the limit of 10"),
     (b"1" * 5 + b"e9999", "must be a JSON object"),
@@ -114,7 +114,7 @@ def test_parse_arguments(payload, error):
     arguments, problem = parse_arguments(payload, max_payload)
     if error is None:
         assert problem is None
-        assert arguments == (json.loads(payload) if payload.strip() else {})
+        assert arguments == json.loads(payload)
     else:
         assert problem is not None and error in problem
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -85,6 +86,7 @@ class Daemon:
         self.started = time.monotonic()
         self._classified = 0  # frames classified (written by the pipeline's emit, read by the main loop)
         self._status_last = (time.monotonic(), 0)
+        self._capture_ready = threading.Event()  # set by _open_capture (main), awaited by the publish thread
         self.stats_last = (time.monotonic(), 0, 0)  # time, frames captured, results published
 
     @property
@@ -194,6 +196,7 @@ class Daemon:
 
         capture = Capture.from_config(source, config.source, on_event=on_event)
         self.capture = capture
+        self._capture_ready.set()
         return capture.start()
 
     def _main_loop(self, control: ControlQueue) -> int:
@@ -349,6 +352,7 @@ class Daemon:
 
     def _retained_state(self) -> list[Message]:
         """Called by the publish thread after each connect, before `online`."""
+        self._await_source()
         ha = self.config.homeassistant
         if not ha.enabled:
             return []
@@ -358,6 +362,16 @@ class Daemon:
         return homeassistant.discovery_messages(
             device_id=self.config.device.id, prefix=self.topics.prefix, discovery_prefix=ha.discovery_prefix,
             model_name=model, sw_version=__version__)
+
+    def _await_source(self) -> None:
+        """Publish thread, before `online`: an mqtt source subscribed first (at most 5 s), so
+        an image sent once the device says online is never lost (issue 12)."""
+        if self.config.source.kind != "mqtt" or not self._capture_ready.wait(STOP_TIMEOUT):
+            return
+        capture = self.capture
+        wait = getattr(capture.source if capture else None, "wait_subscribed", None)
+        if callable(wait) and not wait(STOP_TIMEOUT):
+            log.warning("saying online before the mqtt source has subscribed (not within %.0f s)", STOP_TIMEOUT)
 
     def _publish_stats(self) -> None:
         stats = report.stats(self)

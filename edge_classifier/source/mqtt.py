@@ -217,6 +217,11 @@ class MqttSource:
             return Frame(image=image, rgb=False, source=self._frame_name or item.topic,
                          index=self._index, captured=item.captured, timestamp=item.timestamp)
 
+    def wait_subscribed(self, timeout: float) -> bool:
+        """True once the broker acknowledged the subscription (any thread; waits at most
+        ``timeout``): the daemon says ``online`` only then, so no image sent after it is lost."""
+        return self._ready.wait(timeout) and not self._failure and self._client is not None
+
     def wake(self) -> None:
         """Make a waiting ``read`` return None (thread-safe; used by ``Capture.stop``)."""
         self._offer(_Signal("woken", lost=False))
