@@ -227,6 +227,9 @@ def test_leftovers_of_a_killed_download_are_swept_at_start(tmp_path, broker, sto
         daemon.signal(signal.SIGKILL)
         daemon.wait(10)
     assert list(quarantine.glob(".x.tflite.*.partial"))
+    stale = quarantine / "verified-but-never-moved.tflite"  # a writer died between verify and move
+    stale.write_bytes(b"x")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
     (store / ".learned_head.json.abc123.tmp").write_text("{half")
     (store / ".state.json.xyz.tmp").write_text("{half")
     held = store / ".other.tflite.live.partial"  # a live writer's (this test holds its lock)

@@ -92,10 +92,10 @@ class ModelControl:
         """At start: remove the temporary files writers that died left (downloads, the
         learned head's and the state file's replacements)."""
         model = self.config.model
-        folders = {Path(model.dir), quarantine_dir(Path(model.dir), model.quarantine_dir),
-                   Path(self.config.learn.head).parent}
-        for folder in sorted(folders):
+        quarantine = quarantine_dir(Path(model.dir), model.quarantine_dir)
+        for folder in sorted({Path(model.dir), Path(self.config.learn.head).parent} - {quarantine}):
             sweep(folder)
+        sweep(quarantine, stale_after=3600.0)  # a download is moved out within seconds of its end
 
     def _pipeline(self) -> Pipeline:
         assert self.pipeline is not None

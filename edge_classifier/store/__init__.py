@@ -5,7 +5,10 @@
 - ``probe`` / ``sandbox``: the runtime load and smoke inference, in a child process;
 - ``fetch``: :func:`fetch_url` and :func:`pull`, verified atomic downloads;
 - ``catalog``: :func:`load_catalog`, the models ``pull`` knows;
-- ``state``: :class:`StateFile`, the active model across restarts.
+- ``state``: :class:`StateFile`, the active model across restarts;
+- ``files``: atomic replacement, flock-ed temporary files, the sweep of a dead writer's leftovers;
+- ``roles``: only a classifier becomes the running model (never the learning extractor);
+- ``signing``: ed25519 signatures (``<model>.sig``) checked against ``model.trusted_keys``.
 """
 
 from edge_classifier.store.catalog import CATALOG_FILE, CatalogEntry, load_catalog

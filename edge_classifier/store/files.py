@@ -14,6 +14,7 @@ import fcntl
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -81,15 +82,20 @@ def atomic_write_bytes(target: Path, data: bytes) -> None:
     fsync_dir(target.parent)
 
 
-def sweep(directory: Path) -> list[Path]:
+def sweep(directory: Path, stale_after: float | None = None) -> list[Path]:
     """Remove the temporary files (``.*.partial``, ``.*.tmp``) a dead writer left in
-    ``directory``: those no live writer holds the lock of. The removed paths."""
+    ``directory``: those no live writer holds the lock of; with ``stale_after`` (the
+    quarantine), also any other file not modified for that many seconds (a verified
+    download whose writer died before moving it). The removed paths."""
     removed: list[Path] = []
+    now = time.time()
     try:
-        candidates = [p for p in directory.iterdir()
-                      if p.name.startswith(".") and p.name.endswith(TEMPORARY_SUFFIXES) and p.is_file()]
+        entries = [p for p in directory.iterdir() if p.is_file() and not p.is_symlink()]
     except OSError:
         return removed
+    candidates = [p for p in entries if p.name.startswith(".") and p.name.endswith(TEMPORARY_SUFFIXES)]
+    if stale_after is not None:
+        candidates += [p for p in entries if p not in candidates and now - p.stat().st_mtime > stale_after]
     for path in candidates:
         try:
             with path.open("rb") as handle:
