@@ -109,24 +109,33 @@ def test_bombs_empty_and_random_payloads_on_the_mqtt_source(tmp_path, broker):
     assert log.count("mqtt source:") <= 6, log
 
 
-def test_oversized_payload_is_dropped_before_it_is_decoded(tmp_path, broker):
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_oversized_payload_is_dropped_before_it_is_decoded(tmp_path, broker, protocol):
+    """Under MQTT 5 the broker drops it (the source's Maximum Packet Size), under 3.1.1 the
+    source does, uncopied; either way the source stays connected and the next image counts."""
+    path = config(tmp_path, broker.port)
+    text = path.read_text().replace('uri = "cams/+/image"', 'uri = "cams/+/image"\nmax_bytes = 65536')
+    path.write_text(text.replace('port = ', f'protocol = "{protocol}"\nport = '))
     with Probe(broker.host, broker.port) as probe:
         probe.subscribe(f"{PREFIX}/status", f"{PREFIX}/result")
-        path = config(tmp_path, broker.port)
-        text = path.read_text().replace('uri = "cams/+/image"', 'uri = "cams/+/image"\nmax_bytes = 65536')
-        path.write_text(text)
         with DaemonProcess("-c", str(path)) as daemon:
             online(probe)
             probe.publish(CAMERA, b"\xff\xd8" + bytes(200_000), qos=1)
             probe.publish(CAMERA, jpeg(np.full((96, 96, 3), 30, np.uint8)), qos=1)
             result = json.loads(probe.expect(f"{PREFIX}/result", timeout=30).payload)
             assert result["frame"] == 1
-            state = status(probe)["state"]
+            if protocol == "5":
+                state = status(probe)["state"]
+            else:  # a 3.1.1 daemon replies on {prefix}/reply/{name}
+                probe.subscribe(f"{PREFIX}/reply/status")
+                probe.publish(f"{PREFIX}/cmd/status", b"{}", qos=1)
+                state = json.loads(probe.expect(f"{PREFIX}/reply/status", timeout=10).payload)["state"]
             daemon.signal(signal.SIGTERM)
             assert daemon.wait(15) == 0
-    # Under MQTT 5 the broker drops the packet (the source's Maximum Packet Size) before it
-    # is sent; nothing reached the decoder and the source stayed connected.
     assert state["source"]["failures"] == 0
+    assert state["source"]["rejected"] == (0 if protocol == "5" else 1), state["source"]
+    if protocol == "3.1.1":
+        assert "200002 bytes, over the limit of 65536 bytes (source.max_bytes)" in daemon.log
     assert "Traceback" not in daemon.log
 
 
