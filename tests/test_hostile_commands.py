@@ -48,6 +48,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 block = b"\0" * 65536
                 while True:
                     self.wfile.write(block)
+            elif self.path.startswith("/valid/"):  # a real model, whatever the name
+                data = model(BIRDS).read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
             else:  # any other name: junk bytes (a "model" whose sha256 the attacker knows)
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(JUNK)))
@@ -139,12 +145,15 @@ def test_a_download_never_replaces_the_running_model_or_other_files(tmp_path, br
             running = ask(probe, "model", {"url": f"{server}/{V1}.tflite", "sha256": JUNK_SHA})
             other = ask(probe, "model", {"url": f"{server}/{BIRDS}.tflite", "sha256": JUNK_SHA})
             labels = ask(probe, "model", {"url": f"{server}/learned_head.json", "sha256": JUNK_SHA})
+            birds_sha = hashlib.sha256(model(BIRDS).read_bytes()).hexdigest()
+            valid = ask(probe, "model", {"url": f"{server}/valid/{V1}.tflite", "sha256": birds_sha})
             assert daemon.next_result(10)["model"]["name"] == V1
             daemon.signal(signal.SIGTERM)
             assert daemon.wait(15) == 0
         assert running["ok"] is False and "not a TFLite model" in running["error"], running
         assert other["ok"] is False and "not a TFLite model" in other["error"], other
         assert labels["ok"] is False and "not a .tflite model file" in labels["error"], labels
+        assert valid["ok"] is False and "a download never replaces a file in use" in valid["error"], valid
         assert sums(store) == before, "the store changed"
         quarantine = store.parent / ".models.downloads"
         assert not list(quarantine.iterdir()), "the quarantine kept a refused download"
