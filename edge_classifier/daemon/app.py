@@ -277,6 +277,8 @@ class Daemon:
         # Crossing: called from a pipeline worker, in frame order; the publisher enqueues.
         assert self.publisher is not None
         self.publisher.submit(outcome)
+        if self.pipeline is not None:
+            report.count_outcome(self.pipeline.capture.tally, outcome)
         if self.modelctl is not None:
             self.modelctl.observe(outcome)
         if outcome.classification is not None:

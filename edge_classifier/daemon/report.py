@@ -8,11 +8,13 @@ from typing import TYPE_CHECKING, Any
 from edge_classifier import __version__
 from edge_classifier.config.schema import Config
 from edge_classifier.daemon import telemetry
+from edge_classifier.source.tally import Tally
 
 if TYPE_CHECKING:
     from edge_classifier.daemon.app import Daemon
+    from edge_classifier.daemon.pipeline import Outcome
 
-__all__ = ["runtime_settings", "state", "stats"]
+__all__ = ["count_outcome", "dropped", "runtime_settings", "source_counters", "state", "stats"]
 
 
 def stats(daemon: Daemon) -> dict[str, Any]:
@@ -34,8 +36,10 @@ def stats(daemon: Daemon) -> dict[str, Any]:
         "fps_out": round((results - results_then) / elapsed, 2),
         "frames": frames,
         "results": results,
-        "dropped": capture.dropped,
+        "dropped": dropped(daemon),
         "rejected": rejected(daemon),
+        "source": source_counters(daemon),
+        "sources": capture.tally.report(now),
         "inference_ms_p50": telemetry.percentile(latencies, 50),
         "inference_ms_p95": telemetry.percentile(latencies, 95),
         "accelerator": info.accelerator,
@@ -74,12 +78,45 @@ def state(daemon: Daemon) -> dict[str, Any]:
             "input": list(info.input.shape), "interpreters": len(models.classifiers),
         },
         "source": {"name": capture.source.name, "kind": daemon.config.source.kind, "frames": capture.frames,
-                   "dropped": capture.dropped, "failures": capture.failures, "rejected": rejected(daemon)},
+                   "dropped": dropped(daemon), "failures": capture.failures, "rejected": rejected(daemon),
+                   **source_counters(daemon)},
+        "sources": capture.tally.report(),
         "mqtt": {"connected": bool(daemon.connection and daemon.connection.connected.is_set())},
         "settings": runtime_settings(daemon.config),
         "stats": {"results": daemon.publisher.results if daemon.publisher else 0,
                   "spool_depth": len(daemon.publisher.outbox) if daemon.publisher else 0},
     }
+
+
+def count_outcome(tally: Tally, outcome: Outcome) -> None:
+    """Count a finished frame for its source (a pipeline worker, via the daemon's emit)."""
+    name, result = outcome.frame.source, outcome.classification
+    if result is None:
+        tally.count(name, "failed")
+    else:
+        tally.classified(name, result.total_ms)
+
+
+def source_counters(daemon: Daemon) -> dict[str, int]:
+    """Every figure the source itself counts (mqtt: received, dropped, rejected, topics, evicted),
+    with the newest-frame slot's replacements as ``slot_dropped``."""
+    assert daemon.pipeline is not None
+    capture = daemon.pipeline.capture
+    counters = getattr(capture.source, "counters", None)
+    figures: dict[str, int] = dict(counters()) if callable(counters) else {}
+    figures.pop("dropped", None)
+    figures.pop("rejected", None)  # in ``rejected``, with the learn commands' images
+    figures["source_dropped"] = int(getattr(capture.source, "dropped", 0))
+    figures["slot_dropped"] = capture.dropped
+    figures["names_evicted"] = capture.tally.evicted
+    return figures
+
+
+def dropped(daemon: Daemon) -> int:
+    """Frames replaced by newer ones before they were classified: in the source and in the slot."""
+    assert daemon.pipeline is not None
+    capture = daemon.pipeline.capture
+    return capture.dropped + int(getattr(capture.source, "dropped", 0))
 
 
 def rejected(daemon: Daemon) -> int:

@@ -35,6 +35,7 @@ from edge_classifier.errors import ConfigError, SourceError
 from edge_classifier.source import transform
 from edge_classifier.source.base import Frame, Source
 from edge_classifier.source.handoff import Handoff
+from edge_classifier.source.tally import Tally
 
 __all__ = ["Capture", "EventCallback"]
 
@@ -56,7 +57,9 @@ class Capture:
     def __init__(self, source: Source, *, fps: float = 0.0, rotate: int = 0, flip: str = "none",
                  roi: tuple[int, ...] = (), retry_initial: float = 0.5, retry_max: float = 30.0,
                  on_event: EventCallback | None = None, capacity: int = 2,
-                 join_timeout: float = 5.0) -> None:
+                 join_timeout: float = 5.0, handoff: Handoff | None = None) -> None:
+        """``handoff``: a hand-over shared with other captures (``CaptureGroup``); the
+        capture then never closes it. Each frame goes into its own source's lane."""
         if retry_initial <= 0 or retry_max < retry_initial:
             raise ValueError(f"Invalid retry backoff: {retry_initial}..{retry_max}")
         self.source = source
@@ -68,7 +71,13 @@ class Capture:
         self.join_timeout = join_timeout
         self._on_event = on_event or _ignore
         self._limiter = transform.FpsLimiter(fps)
-        self._handoff = Handoff(overwrite=source.live, capacity=capacity)
+        tally = getattr(source, "tally", None)
+        self.tally: Tally = tally if isinstance(tally, Tally) else Tally()
+        """Counters per frame source name (the mqtt source's own, with its per-topic counts)."""
+        self._owns_handoff = handoff is None
+        self._handoff = handoff or Handoff(overwrite=source.live, capacity=capacity)
+        self.dropped = 0
+        """Live frames overwritten before the consumer took them."""
         self._stop = threading.Event()
         self.ended = threading.Event()
         """Set when no more frames will come: the source is exhausted, failed for good
@@ -101,11 +110,6 @@ class Capture:
     def fps(self) -> float:
         return self._limiter.fps
 
-    @property
-    def dropped(self) -> int:
-        """Live frames overwritten before the consumer took them."""
-        return self._handoff.dropped
-
     def start(self) -> Capture:
         if not self._started:
             self._started = True
@@ -127,7 +131,8 @@ class Capture:
         # Crossing: the Event wakes a backoff wait, closing the handoff a blocked put,
         # and a source that can be woken (MQTT) ends a read that waits for a message.
         self._stop.set()
-        self._handoff.close()
+        if self._owns_handoff:
+            self._handoff.close()
         wake = getattr(self.source, "wake", None)
         if callable(wake):
             wake()
@@ -166,7 +171,8 @@ class Capture:
             self._loop()
         finally:
             self.source.close()
-            self._handoff.close()
+            if self._owns_handoff:
+                self._handoff.close()
             self.ended.set()
 
     def _loop(self) -> None:
@@ -232,9 +238,15 @@ class Capture:
                 return
             self.last_frame = frame
             # Crossing: hand the frame to the consumer thread (blocks only for files).
-            if not self._handoff.put(frame, self._stop):
+            if not self._handoff.put(frame, self._stop, overwrite=source.live, on_drop=self._dropped):
                 return
             self.frames += 1
+            self.tally.frame(frame.source)
+
+    def _dropped(self, frame: Frame) -> None:
+        # Capture thread (the producer that replaced it).
+        self.dropped += 1
+        self.tally.count(frame.source, "dropped")
 
     def _pace(self, live: bool) -> bool:
         """Apply the fps cap; False means discard this (live) frame."""
