@@ -281,3 +281,4 @@ class Config:
     commands: CommandsConfig = dataclasses.field(default_factory=CommandsConfig)
     homeassistant: HomeAssistantConfig = dataclasses.field(default_factory=HomeAssistantConfig)
     learn: LearnConfig = dataclasses.field(default_factory=LearnConfig)
+    sources: tuple[SourceConfig, ...] = ()  # [[sources]], else ([source],): see config/sources.py

@@ -62,6 +62,16 @@ class Topics:
     def reply(self, name: str) -> str:
         return f"{self.prefix}/reply/{name}"
 
+    def source_result(self, source: str) -> str:
+        """``{prefix}/source/{name}/result``: one camera's results (an mqtt topic's ``/`` become ``_``,
+        so a camera is one topic level)."""
+        return f"{self.prefix}/source/{source_level(source)}/result"
+
+
+def source_level(source: str) -> str:
+    """A frame source's name as one MQTT topic level."""
+    return "".join("_" if c in "/+#\x00" else c for c in source) or "_"
+
 
 class Publisher:
     """Sends results (in the order submitted) and events to MQTT and/or stdout."""
@@ -94,6 +104,9 @@ class Publisher:
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="publish", daemon=True)
         self.results = 0
+        self.per_source = False
+        """Also publish each result on ``{prefix}/source/{name}/result`` (set by the daemon when
+        it can have several cameras: ``[[sources]]`` or an mqtt wildcard)."""
         self.events = 0
         self._latencies: collections.deque[float] = collections.deque(maxlen=10_000)
         self._overflow_reported = float("-inf")
@@ -236,6 +249,8 @@ class Publisher:
             return
         payload = result_payload(self.device, outcome.frame, result)
         self._send(self.topics.result, payload, self.qos, self.retain)
+        if self.per_source:
+            self._send(self.topics.source_result(outcome.frame.source), payload, self.qos, self.retain)
         self.results += 1
         if self._on_published is not None:
             self._on_published(outcome)

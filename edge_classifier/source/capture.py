@@ -57,7 +57,8 @@ class Capture:
     def __init__(self, source: Source, *, fps: float = 0.0, rotate: int = 0, flip: str = "none",
                  roi: tuple[int, ...] = (), retry_initial: float = 0.5, retry_max: float = 30.0,
                  on_event: EventCallback | None = None, capacity: int = 2,
-                 join_timeout: float = 5.0, handoff: Handoff | None = None) -> None:
+                 join_timeout: float = 5.0, handoff: Handoff | None = None,
+                 tally: Tally | None = None) -> None:
         """``handoff``: a hand-over shared with other captures (``CaptureGroup``); the
         capture then never closes it. Each frame goes into its own source's lane."""
         if retry_initial <= 0 or retry_max < retry_initial:
@@ -71,11 +72,11 @@ class Capture:
         self.join_timeout = join_timeout
         self._on_event = on_event or _ignore
         self._limiter = transform.FpsLimiter(fps)
-        tally = getattr(source, "tally", None)
-        self.tally: Tally = tally if isinstance(tally, Tally) else Tally()
+        own = getattr(source, "tally", None)
+        self.tally: Tally = tally if tally is not None else own if isinstance(own, Tally) else Tally()
         """Counters per frame source name (the mqtt source's own, with its per-topic counts)."""
         self._owns_handoff = handoff is None
-        self._handoff = handoff or Handoff(overwrite=source.live, capacity=capacity)
+        self._handoff = handoff if handoff is not None else Handoff(overwrite=source.live, capacity=capacity)
         self.dropped = 0
         """Live frames overwritten before the consumer took them."""
         self._stop = threading.Event()
@@ -89,6 +90,9 @@ class Capture:
         """Live frames discarded by the fps cap."""
         self.failures = 0
         """Failed opens and reads."""
+        self.paused = False
+        """Set by the main thread (the pause command naming this source): frames are read,
+        so the camera stays open and fresh, but not handed over."""
         self.last_frame: Frame | None = None
         """The latest frame handed over (for snapshots); read from any thread."""
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
@@ -237,6 +241,8 @@ class Capture:
                 self._emit("source_failed", {"source": source.name, "reason": str(exc)})
                 return
             self.last_frame = frame
+            if self.paused:
+                continue
             # Crossing: hand the frame to the consumer thread (blocks only for files).
             if not self._handoff.put(frame, self._stop, overwrite=source.live, on_drop=self._dropped):
                 return

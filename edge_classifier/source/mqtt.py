@@ -52,7 +52,7 @@ class MqttSource:
     live = True
 
     def __init__(self, topic: str, *, host: str, port: int, client_id: str, name: str = "",
-                 protocol: str = "5", keepalive: int = 30, qos: int = 0, capacity: int = 2, max_topics: int = 64,
+                 protocol: str = "5", keepalive: int = 30, qos: int = 0, capacity: int = 8, max_topics: int = 64,
                  connect_timeout: float = 5.0, poll: float = 1.0, limits: ImageLimits | None = None) -> None:
         """``name`` empty: each frame's ``source`` is the topic its image arrived on.
         ``capacity``: images kept per topic until read (the newest win)."""
@@ -112,6 +112,11 @@ class MqttSource:
         # Runs in paho's network thread: wake the reader so the loss is seen at once.
         if self._ready.is_set():
             self._inbox.signal(Signal(f"lost the connection to {self.host}:{self.port}: {reason}", lost=True))
+
+    def use_tally(self, tally: Tally) -> None:
+        """Count into ``tally`` (shared by a ``CaptureGroup``); before ``open``."""
+        self.tally = tally
+        self._inbox.tally = tally
 
     @property
     def dropped(self) -> int:

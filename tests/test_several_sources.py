@@ -1,0 +1,99 @@
+"""Issue 12: several `[[sources]]` in one daemon, fair turns, per-source results; SIGHUP
+adds and removes sources while the others keep running. The real daemon process, real
+image folders, a real MJPEG-over-HTTP server and a real Mosquitto."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from support.broker import Probe
+from support.daemon import REPO, DaemonProcess, write_config
+from support.mjpeg import MjpegServer
+
+PREFIX = "edge-classifier/multicam"
+DEMO_MODEL = REPO / "models" / "demo_shapes_mobilenet_v2_035_96_quant.tflite"
+
+
+@pytest.fixture
+def mjpeg():
+    server = MjpegServer().start()
+    yield server
+    server.stop()
+
+
+def folder(path: Path, count: int) -> Path:
+    path.mkdir()
+    for i in range(count):
+        picture = np.full((64, 64, 3), 10 + 20 * i, np.uint8)
+        cv2.imwrite(str(path / f"img{i:02d}.png"), picture)
+    return path
+
+
+def images(name: str, path: Path) -> str:
+    return f'[[sources]]\nname = "{name}"\nkind = "images"\nuri = "{path}"\n'
+
+
+def config(tmp_path: Path, port: int, tables: str) -> Path:
+    return write_config(tmp_path / "config.toml", f"""
+[device]
+id = "multicam"
+{tables}
+[model]
+path = "{DEMO_MODEL}"
+accelerator = "cpu"
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+[publish]
+stats_interval = 0
+""")
+
+
+def test_four_sources_together_then_sighup_changes_two(tmp_path, broker, mjpeg):
+    counts = {"door": 5, "yard": 7, "garage": 9}
+    dirs = {name: folder(tmp_path / name, n) for name, n in counts.items()}
+    web = f'[[sources]]\nname = "porch"\nkind = "opencv"\nuri = "{mjpeg.url}"\nfps = 10\n'
+    tables = "".join(images(name, path) for name, path in dirs.items()) + web
+    path = config(tmp_path, broker.port, tables)
+    with Probe(broker.host, broker.port) as probe, DaemonProcess("-c", str(path), "--stdout") as daemon:
+        probe.subscribe(f"{PREFIX}/source/door/result", f"{PREFIX}/source/porch/result")
+        seen: dict[str, list[int]] = {name: [] for name in (*counts, "porch")}
+        while any(len(seen[name]) < n for name, n in counts.items()) or len(seen["porch"]) < 3:
+            result = daemon.next_result(30)
+            seen[result["source"]].append(result["frame"])
+        # A file source gets every frame, in order; the camera beside them gets its turns.
+        for name, n in counts.items():
+            assert seen[name] == list(range(1, n + 1)), (name, seen)
+        assert seen["porch"] == sorted(seen["porch"])
+        # The per-source result topics carry the same results.
+        door = [json.loads(probe.expect(f"{PREFIX}/source/door/result", timeout=10).payload) for _ in range(5)]
+        assert [r["frame"] for r in door] == [1, 2, 3, 4, 5] and {r["source"] for r in door} == {"door"}
+        assert json.loads(probe.expect(f"{PREFIX}/source/porch/result", timeout=10).payload)["source"] == "porch"
+        state = json.loads(probe.request(f"{PREFIX}/cmd/status", b"{}", timeout=10).payload)["state"]
+        assert set(state["inputs"]) == {"door", "yard", "garage", "porch"}
+        assert {name: state["sources"][name]["classified"] for name in counts} == counts
+        porch_before = state["sources"]["porch"]["frames"]
+
+        # SIGHUP: drop door, add attic; yard, garage and porch keep running untouched.
+        attic = folder(tmp_path / "attic", 3)
+        tables = "".join(images(name, dirs[name]) for name in ("yard", "garage")) + images("attic", attic) + web
+        config(tmp_path, broker.port, tables)
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_for_log("sources: -door \\+attic", timeout=20)
+        daemon.wait_for_log("configuration applied", timeout=20)
+        attic_frames, porch_frames = [], []
+        while len(attic_frames) < 3 or not porch_frames:
+            result = daemon.next_result(30)
+            assert result["source"] in ("attic", "porch"), result  # yard, garage ended and were not restarted
+            (attic_frames if result["source"] == "attic" else porch_frames).append(result["frame"])
+        assert attic_frames == [1, 2, 3]
+        assert 1 not in porch_frames and max(porch_frames) > porch_before  # porch never restarted
+        state = json.loads(probe.request(f"{PREFIX}/cmd/status", b"{}", timeout=10).payload)["state"]
+        assert set(state["inputs"]) == {"yard", "garage", "attic", "porch"}
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(15) == 0
