@@ -19,7 +19,7 @@ PREFIX = "edge-classifier/manycams"
 DEMO_MODEL = REPO / "models" / "demo_shapes_mobilenet_v2_035_96_quant.tflite"
 
 
-def config(tmp_path, port: int) -> object:
+def config(tmp_path, port: int, publish: str = "") -> object:
     return write_config(tmp_path / "config.toml", f"""
 [device]
 id = "manycams"
@@ -34,6 +34,7 @@ host = "127.0.0.1"
 port = {port}
 [publish]
 stats_interval = 0
+{publish}
 """)
 
 
@@ -118,3 +119,19 @@ def test_a_burst_from_one_camera_is_counted_honestly(tmp_path, broker):
         assert camera["frames"] == camera["classified"] + figures["slot_dropped"]
         daemon.signal(signal.SIGTERM)
         assert daemon.wait(15) == 0
+
+
+def test_change_mode_compares_a_camera_with_itself(tmp_path, broker):
+    """mode = "change": the same picture on two cameras is two results (each camera's first),
+    and a repeat on the first camera is not (its label did not change)."""
+    path = config(tmp_path, broker.port, 'mode = "change"\nheartbeat = 0')
+    with Probe(broker.host, broker.port) as probe, DaemonProcess("-c", str(path)):
+        probe.subscribe(f"{PREFIX}/status", f"{PREFIX}/result")
+        online(probe)
+        for camera in ("cams/a/image", "cams/b/image"):
+            probe.publish(camera, jpeg(100), qos=1)
+            assert json.loads(probe.expect(f"{PREFIX}/result", timeout=20).payload)["source"] == camera
+        probe.publish("cams/a/image", jpeg(100), qos=1)
+        probe.publish("cams/c/image", jpeg(100), qos=1)
+        # c's first result is published; a's repeat, classified before it, was not.
+        assert json.loads(probe.expect(f"{PREFIX}/result", timeout=20).payload)["source"] == "cams/c/image"

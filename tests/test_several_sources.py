@@ -97,3 +97,31 @@ def test_four_sources_together_then_sighup_changes_two(tmp_path, broker, mjpeg):
         assert set(state["inputs"]) == {"yard", "garage", "attic", "porch"}
         daemon.signal(signal.SIGTERM)
         assert daemon.wait(15) == 0
+
+
+def ask(probe: Probe, name: str, arguments: dict) -> dict:
+    return json.loads(probe.request(f"{PREFIX}/cmd/{name}", json.dumps(arguments).encode(), timeout=10).payload)
+
+
+def test_commands_name_a_source(tmp_path, broker):
+    tables = "".join(images(name, folder(tmp_path / name, 4)) + "loop = true\nfps = 20\n" for name in ("a", "b"))
+    path = config(tmp_path, broker.port, tables)
+    with Probe(broker.host, broker.port) as probe, DaemonProcess("-c", str(path), "--stdout") as daemon:
+        sources = {daemon.next_result(30)["source"] for _ in range(10)}
+        assert sources == {"a", "b"}
+        assert ask(probe, "pause", {"source": "a"}) == {"command": "pause", "ok": True, "paused": True, "source": "a"}
+        # Frames of a already handed over (its lane holds 2, the workers 2 more) may still come.
+        after = [daemon.next_result(30)["source"] for _ in range(30)]
+        assert after[-20:] == ["b"] * 20 and after.count("a") <= 4, after
+        state = ask(probe, "status", {})["state"]
+        assert state["inputs"]["a"]["paused"] is True and state["inputs"]["b"]["paused"] is False
+        assert state["paused"] is False  # the daemon as a whole still classifies
+        snap = ask(probe, "snapshot", {"source": "a"})  # a paused source's camera stays open
+        assert snap["ok"] and snap["source"] == "a", snap
+        missing = ask(probe, "pause", {"source": "attic"})
+        assert missing["ok"] is False and "no source named 'attic' (running: a, b)" in missing["error"]
+        assert ask(probe, "resume", {"source": "a"})["paused"] is False
+        while daemon.next_result(30)["source"] != "a":
+            pass
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(15) == 0

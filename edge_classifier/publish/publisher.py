@@ -12,6 +12,7 @@ discovery, when enabled) and then the retained ``online`` status.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import queue
 import threading
@@ -95,6 +96,9 @@ class Publisher:
         self.qos = qos
         self.retain = retain
         self.policy = policy or PublishPolicy()
+        # One policy state per camera (publish thread only): "change" and the heartbeat
+        # compare a camera's result with its own last one, never another camera's.
+        self._policies: collections.OrderedDict[str, PublishPolicy] = collections.OrderedDict()
         self._connection = connection
         self._stdout = stdout
         # Not `outbox or ...`: an empty outbox is falsy (it has a length).
@@ -224,6 +228,7 @@ class Publisher:
             self._send_state(online=False)
         elif kind == "policy":
             self.policy = value
+            self._policies.clear()
         elif kind == "disconnected":
             pass
         else:
@@ -245,7 +250,7 @@ class Publisher:
                                                  "reason": outcome.error}, time.time())
             return
         self._latencies.append(result.inference_ms)
-        if not self.policy.decide(result.top, time.monotonic()):
+        if not self._policy_for(outcome.frame.source).decide(result.top, time.monotonic()):
             return
         payload = result_payload(self.device, outcome.frame, result)
         self._send(self.topics.result, payload, self.qos, self.retain)
@@ -254,6 +259,17 @@ class Publisher:
         self.results += 1
         if self._on_published is not None:
             self._on_published(outcome)
+
+    def _policy_for(self, source: str) -> PublishPolicy:
+        """``source``'s own copy of the policy (at most 256 cameras; the idle longest is forgotten)."""
+        policy = self._policies.get(source)
+        if policy is None:
+            if len(self._policies) >= 256:
+                self._policies.popitem(last=False)
+            policy = self._policies[source] = dataclasses.replace(self.policy)
+        else:
+            self._policies.move_to_end(source)
+        return policy
 
     def _publish_event(self, name: str, details: dict[str, Any], wall: float) -> None:
         log.info("event %s %s", name, details)
