@@ -35,6 +35,13 @@ def file_problems(config: Config) -> list[str]:
             problems.append(f"mqtt.tls.{key}: {value}: file not found")
     if config.mqtt.password_file and not Path(config.mqtt.password_file).is_file():
         problems.append(f"mqtt.password_file: {config.mqtt.password_file}: file not found")
+    if config.web.enabled:
+        from edge_classifier.web.auth import open_gate
+
+        try:
+            open_gate(config.web)  # as the daemon will: not loopback needs a password
+        except ConfigError as exc:
+            problems.extend(exc.problems)
     return problems
 
 
