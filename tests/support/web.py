@@ -72,9 +72,10 @@ def classify(probe: Probe, picture: np.ndarray) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def start_web_daemon(config: Path) -> Iterator[DaemonProcess]:
-    """The daemon, once its web side listens; killed at the end if still running."""
+    """The daemon, once its web side and its MQTT source listen; killed at the end if still running."""
     with DaemonProcess("-c", str(config)) as daemon:
         daemon.wait_for_log(r"web view on http://", timeout=60)
+        daemon.wait_for_log(r"mqtt source: listening on", timeout=60)  # frames sent before are lost
         yield daemon
 
 
