@@ -43,6 +43,18 @@ def test_not_loopback_without_password_refuses_to_start_and_check_config_says_wh
     assert "web.host: '0.0.0.0' is not a loopback address" in check.stderr
 
 
+def test_a_taken_port_fails_the_start_with_exit_69(tmp_path, broker):
+    import socket
+
+    config, port = web_config(tmp_path, broker.port, model=V1_025)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        with DaemonProcess("-c", str(config)) as daemon:
+            assert daemon.wait(60) == 69  # EX_UNAVAILABLE: systemd retries (an old instance may hold it)
+    assert f"web.port: cannot listen on 127.0.0.1:{port}: Address already in use" in daemon.log
+
+
 def test_with_a_password_nothing_answers_without_it(tmp_path, broker):
     secret = tmp_path / "web-password"
     secret.write_text(PASSWORD + "\n")  # a trailing newline, as echo writes it

@@ -147,10 +147,24 @@ def test_live_view_follows_the_frames_with_the_published_labels_and_teaching_cha
             assert shown(browser, after["frame"])["label"] == "polly"
             WebDriverWait(browser, 10).until(lambda d: "class_learned" in d.find_element(By.ID, "events").text)
             screenshot(browser, tmp_path, "web-view.png")
+            # "Teach the next 2 frames": the learn command's frames form, answered once they came.
+            label = browser.find_element(By.ID, "teach-label")
+            label.clear()
+            label.send_keys("chick")
+            frames = browser.find_element(By.ID, "teach-frames")
+            frames.clear()
+            frames.send_keys("2")
+            browser.find_element(By.ID, "teach-next").click()
+            WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "message").text.startswith(
+                "collecting the next 2 frames"))
+            time_limit = time.monotonic() + 30
+            while browser.find_element(By.ID, "message").text != "learned 2 examples of chick":
+                assert time.monotonic() < time_limit, browser.find_element(By.ID, "message").text
+                classify(probe, variant(bird, rng))  # frames keep coming until the page says it learned
+            assert classify(probe, bird)["top"][0]["label"] == "chick"
             browser.set_window_size(412, 1400)  # a phone's width
             screenshot(browser, tmp_path, "web-view-phone.png")
             browser.set_window_size(1280, 1000)
-            assert classify(probe, bird)["top"][0]["label"] != "polly"
 
             # Pause and resume from the page: the daemon's pause command.
             browser.find_element(By.CSS_SELECTOR, f"{CARD} button.pause").click()
