@@ -6,7 +6,8 @@ Each case is a real ``edge-classifier run`` on the same input: an ``images`` sou
 over one 720p photo at a fixed frame rate (a camera's steady load), MobileNet v2 on the CPU,
 MQTT off. After a warm-up the daemon's CPU time (utime + stime from /proc/PID/stat) is taken
 over a window and its RSS (VmRSS) at the end. The viewer does what the page does: it
-long-polls ``/api/sources/<name>/frame.jpg?after=N`` and paces itself to ``preview_fps``.
+long-polls ``/api/sources/<name>/frame.jpg?after=N`` paced to ``preview_fps``, follows the
+event stream and polls the stats and the status.
 The cases run in rounds (off, idle, viewer, off, idle, viewer, ...) so drift on a shared
 machine hits them alike; the median per case is printed, and the extra cost against "off".
 Also the import cost of the HTTP stacks considered (on top of the daemon's imports).
@@ -81,7 +82,8 @@ port = {port}
 
 
 class Viewer(threading.Thread):
-    """One page's worth of frame requests (the page's watch loop)."""
+    """One page's worth of requests: its watch loop (frames at preview_fps), its event stream,
+    /api/stats every 2 s and /api/status every 5 s."""
 
     def __init__(self, port: int, fps: float) -> None:
         super().__init__(name="viewer", daemon=True)
@@ -90,7 +92,29 @@ class Viewer(threading.Thread):
         self.frames = 0
         self.bytes = 0
 
+    def follow(self) -> None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/stream?results=0", timeout=30) as r:
+                while not self.stop.is_set() and r.readline():
+                    pass
+        except OSError:
+            pass
+
+    def poll(self) -> None:
+        tick = 0
+        while not self.stop.wait(1.0):
+            tick += 1
+            for path, every in (("/api/stats", 2), ("/api/status", 5)):
+                if tick % every == 0:
+                    try:
+                        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as r:
+                            r.read()
+                    except OSError:
+                        pass
+
     def run(self) -> None:
+        threading.Thread(target=self.follow, name="viewer-stream", daemon=True).start()
+        threading.Thread(target=self.poll, name="viewer-poll", daemon=True).start()
         after = -1
         source = None
         while not self.stop.is_set():

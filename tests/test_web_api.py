@@ -173,6 +173,17 @@ def test_commands_from_the_web_take_the_mqtt_command_path(tmp_path, broker):
             assert daemon.wait(15) == 0
 
 
+def test_a_changed_web_section_needs_a_restart_and_changes_nothing(tmp_path, broker):
+    config, port = web_config(tmp_path, broker.port, model=V1_025)
+    with start_web_daemon(config) as daemon:
+        config.write_text(config.read_text().replace(f"port = {port}", f"port = {port + 1}"))
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_for_log(r"reload: keeping the running configuration: changes to web need a restart")
+        assert WebClient(port).get("/api/status").status == 200
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(15) == 0
+
+
 def test_stream_carries_results_as_mqtt_publishes_them(tmp_path, broker):
     config, port = web_config(tmp_path, broker.port, model=V1_025)
     with Probe(broker.host, broker.port) as probe:

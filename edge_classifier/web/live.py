@@ -39,9 +39,11 @@ class Preview:
 
 
 class Subscription:
-    """One follower of the stream (an open ``/api/stream`` request): result and event payloads."""
+    """One follower of the stream (an open ``/api/stream`` request): event payloads, and
+    result payloads if it asked for them."""
 
-    def __init__(self) -> None:
+    def __init__(self, results: bool = True) -> None:
+        self.results = results
         self.items: collections.deque[tuple[str, Any]] = collections.deque(maxlen=_QUEUE)
 
 
@@ -53,6 +55,7 @@ class LiveView:
         self._changed = threading.Condition()
         self._subscribers: list[Subscription] = []  # open streams
         self._viewers = 0  # requests waiting for a newer frame
+        self._want_results = False  # some stream follows results (the page follows events only)
         self._cached: tuple[Outcome, int, Preview] | None = None  # (outcome, width, its preview)
         self._encode_lock = threading.Lock()
         self.closed = False
@@ -66,10 +69,10 @@ class LiveView:
         source = outcome.frame.source
         if source in self._latest or len(self._latest) < MAX_SOURCES:
             self._latest[source] = outcome  # one reference: the frame is not copied
-        if self._viewers or self._subscribers:
+        if self._viewers or self._want_results:
             # Only while someone watches: the payload is built here (a few microseconds), so
             # the followers' queues never hold frames.
-            payload = self.payload(outcome) if self._subscribers else None
+            payload = self.payload(outcome) if self._want_results else None
             self._push("result", payload)
 
     def event(self, payload: dict[str, Any]) -> None:
@@ -83,7 +86,8 @@ class LiveView:
         with self._changed:
             if item is not None:
                 for subscription in self._subscribers:
-                    subscription.items.append((kind, item))
+                    if kind != "result" or subscription.results:
+                        subscription.items.append((kind, item))
             self._changed.notify_all()
 
     # --- request threads --------------------------------------------------------------------
@@ -113,16 +117,18 @@ class LiveView:
             finally:
                 self._viewers -= 1
 
-    def subscribe(self) -> Subscription:
-        subscription = Subscription()
+    def subscribe(self, results: bool = True) -> Subscription:
+        subscription = Subscription(results)
         with self._changed:
             self._subscribers.append(subscription)
+            self._want_results = any(s.results for s in self._subscribers)
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
         with self._changed:
             if subscription in self._subscribers:
                 self._subscribers.remove(subscription)
+            self._want_results = any(s.results for s in self._subscribers)
 
     def next_items(self, subscription: Subscription, timeout: float) -> list[tuple[str, Any]]:
         """What came for ``subscription`` since the last call, waiting up to ``timeout``."""

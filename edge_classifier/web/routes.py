@@ -10,7 +10,7 @@ without a password only loopback host names are served (no DNS rebinding).
 | ``GET /`` | the page |
 | ``GET /api/status`` | the ``status`` command's state |
 | ``GET /api/stats`` | ``{prefix}/stats``'s fields (rates since the previous call) |
-| ``GET /api/stream`` | Server-Sent Events: ``result`` (as ``{prefix}/result``) and ``event`` |
+| ``GET /api/stream`` | Server-Sent Events: ``result`` (as ``{prefix}/result``; not with ``?results=0``) and ``event`` |
 | ``GET /api/sources`` | the sources and their newest result |
 | ``GET /api/sources/<name>/frame.jpg`` | the newest frame, scaled down; ``X-Result`` header |
 | ``GET /api/classes`` | learned classes: examples, held-out score, nearest class |
@@ -139,7 +139,7 @@ def build_app(port: DaemonPort, live: LiveView, metrics: Metrics, *, preview_fps
     def stream() -> Iterator[bytes]:
         bottle.response.content_type = "text/event-stream"
         bottle.response.set_header("Cache-Control", "no-store")
-        subscription = live.subscribe()
+        subscription = live.subscribe(results=bottle.request.query.get("results", "1") != "0")
 
         def events() -> Iterator[bytes]:
             try:
