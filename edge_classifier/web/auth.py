@@ -22,9 +22,10 @@ from pathlib import Path
 from edge_classifier.config.schema import WebConfig
 from edge_classifier.errors import ConfigError
 
-__all__ = ["CREDENTIAL_NAME", "Gate", "is_loopback", "open_gate", "resolve_secret"]
+__all__ = ["CREDENTIAL_NAME", "UNIT_CREDENTIAL", "Gate", "is_loopback", "open_gate", "resolve_secret"]
 
 CREDENTIAL_NAME = "web-password"  # the systemd credential (LoadCredential=web-password:...)
+UNIT_CREDENTIAL = Path("/etc/edge-classifier/web-password")  # what the shipped unit loads as it
 
 
 def is_loopback(host: str) -> bool:
