@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import cv2
+import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support.broker import Probe
@@ -131,7 +132,7 @@ def test_metrics_status_and_stats_match_what_mqtt_says(tmp_path, broker):
             assert reply.status == 200 and reply.headers["Content-Type"] == "image/jpeg"
             result = json.loads(reply.headers["X-Result"])
             assert (result["frame"], result["top"]) == (published[-1]["frame"], published[-1]["top"])
-            picture = cv2.imdecode(__import__("numpy").frombuffer(reply.body, "uint8"), cv2.IMREAD_COLOR)
+            picture = cv2.imdecode(np.frombuffer(reply.body, np.uint8), cv2.IMREAD_COLOR)
             assert picture.shape[1] == min(480, pictures[5 % 3].shape[1])
             daemon.signal(signal.SIGTERM)
             assert daemon.wait(15) == 0
@@ -182,6 +183,33 @@ def test_a_changed_web_section_needs_a_restart_and_changes_nothing(tmp_path, bro
         assert WebClient(port).get("/api/status").status == 200
         daemon.signal(signal.SIGTERM)
         assert daemon.wait(15) == 0
+
+
+def test_the_camera_view_shows_the_whole_frame_and_the_roi_the_model_view_the_roi(tmp_path, broker):
+    config, port = web_config(tmp_path, broker.port, model=V1_025, source="rotate = 90\nroi = [40, 100, 200, 300]",
+                              web="preview_width = 4096")
+    client = WebClient(port)
+    picture = cv2.imread(str(image("cat.bmp")))  # rotated 90 degrees: the ROI is in the rotated frame
+    with Probe(broker.host, broker.port) as probe:
+        probe.subscribe(f"{PREFIX}/status", f"{PREFIX}/result")
+        with start_web_daemon(config) as daemon:
+            online(probe)
+            published = classify(probe, picture)
+            model_view = client.get("/api/sources/cams/door/image/frame.jpg")
+            camera_view = client.get("/api/sources/cams/door/image/frame.jpg?view=camera")
+            assert model_view.status == camera_view.status == 200
+            assert "X-ROI" not in model_view.headers and json.loads(camera_view.headers["X-ROI"]) == [40, 100, 200, 300]
+            for reply in (model_view, camera_view):
+                assert json.loads(reply.headers["X-Result"])["frame"] == published["frame"]
+            decode = lambda body: cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)  # noqa: E731
+            rotated = cv2.rotate(picture, cv2.ROTATE_90_CLOCKWISE)
+            assert decode(camera_view.body).shape == rotated.shape
+            assert decode(model_view.body).shape == (300, 200, 3)
+            # The same pixels, within JPEG's error: the ROI of the camera view is the model view.
+            crop = decode(camera_view.body)[100:400, 40:240].astype(int)
+            assert np.abs(crop - decode(model_view.body).astype(int)).mean() < 6
+            daemon.signal(signal.SIGTERM)
+            assert daemon.wait(15) == 0
 
 
 def test_stream_carries_results_as_mqtt_publishes_them(tmp_path, broker):

@@ -192,6 +192,16 @@ def test_live_view_follows_the_frames_with_the_published_labels_and_teaching_cha
                 lambda d: d.find_element(By.ID, "message").text == f"now classifying with {SMALL.name}")
             WebDriverWait(browser, 20).until(lambda d: d.find_element(By.ID, "model").text == SMALL.stem)
 
+            # The camera view: the frame as the camera gave it, with the region of interest drawn.
+            browser.find_element(By.CSS_SELECTOR, f"{CARD} button.view").click()
+            assert browser.find_element(By.CSS_SELECTOR, CARD).get_attribute("data-view") == "camera"
+            tall = cv2.imread(str(image("parrot.jpg")))
+            camera = shown(browser, classify(probe, tall)["frame"])
+            size = browser.execute_script("const c = arguments[0].querySelector('canvas'); return [c.width, c.height]",
+                                          browser.find_element(By.CSS_SELECTOR, CARD))
+            scale = min(1.0, 480 / tall.shape[1])
+            assert size == [round(tall.shape[1] * scale), round(tall.shape[0] * scale)] and camera["label"]
+
             # A wrong password: 401 and no data, in the browser too.
             authorize(browser, "not-the-password")
             status, body = browser.execute_async_script(

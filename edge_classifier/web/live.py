@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 import cv2
+import numpy as np
 
 from edge_classifier.daemon.pipeline import Outcome
 from edge_classifier.publish.payload import result_payload
@@ -151,22 +152,24 @@ class LiveView:
             cached = self._cached
             if cached is not None and cached[0] is outcome and cached[1] == width:
                 return cached[2]
-            frame = outcome.frame
-            image = frame.image
-            height, full = image.shape[0], image.shape[1]
-            scale = min(1.0, width / full)
-            if scale < 1.0:
-                size = (max(1, round(full * scale)), max(1, round(height * scale)))
-                image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-            if frame.rgb:
-                image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-            ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 75])
-            if not ok:
-                raise ValueError(f"could not encode frame {frame.index} of {frame.source} as JPEG")
-            preview = Preview(data.tobytes(), self.payload(outcome), int(image.shape[1]), int(image.shape[0]),
-                              scale)
+            preview = self.encode(outcome.frame.image, outcome.frame.rgb, width, self.payload(outcome))
             self._cached = (outcome, width, preview)
             return preview
+
+    def encode(self, image: np.ndarray, rgb: bool, width: int | None, result: dict[str, Any]) -> Preview:
+        """``image`` as a JPEG at most ``width`` (and ``preview_width``) wide."""
+        width = min(width or self.preview_width, self.preview_width)
+        height, full = image.shape[0], image.shape[1]
+        scale = min(1.0, width / full)
+        if scale < 1.0:
+            size = (max(1, round(full * scale)), max(1, round(height * scale)))
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        if rgb:
+            image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 75])
+        if not ok:
+            raise ValueError(f"could not encode a {full}x{height} image as JPEG")
+        return Preview(data.tobytes(), result, int(image.shape[1]), int(image.shape[0]), scale)
 
     def close(self) -> None:
         with self._changed:

@@ -19,8 +19,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from edge_classifier.control.requests import Request
 from edge_classifier.daemon import report
+from edge_classifier.source import transform
 
 if TYPE_CHECKING:
     from edge_classifier.daemon.app import Daemon
@@ -59,6 +62,17 @@ class DaemonPort:
         """What the page needs to draw the model's region: how frames are fitted, the ROI."""
         config = self._daemon.config
         return {"resize": config.model.resize, "roi": list(config.source.roi)}
+
+    def camera(self, source: str) -> tuple[np.ndarray, bool, tuple[int, ...]] | None:
+        """The newest camera frame of ``source`` rotated and flipped but not cropped, whether it
+        is RGB, and the ROI on it (empty: the whole frame); None without one."""
+        pipeline = self._daemon.pipeline
+        capture = pipeline.capture if pipeline is not None else None
+        frame = getattr(capture, "last_camera", None)
+        if capture is None or frame is None or frame.source != source:
+            return None
+        image = transform.flip(transform.rotate(frame.image, capture.rotate), capture.flip)
+        return image, frame.rgb, capture.roi
 
     def stats(self, latencies: list[float]) -> dict[str, Any]:
         """``{prefix}/stats``'s fields; rates since the web's previous call (the MQTT stats

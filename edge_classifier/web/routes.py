@@ -12,7 +12,8 @@ without a password only loopback host names are served (no DNS rebinding).
 | ``GET /api/stats`` | ``{prefix}/stats``'s fields (rates since the previous call) |
 | ``GET /api/stream`` | Server-Sent Events: ``result`` (as ``{prefix}/result``; not with ``?results=0``) and ``event`` |
 | ``GET /api/sources`` | the sources and their newest result |
-| ``GET /api/sources/<name>/frame.jpg`` | the newest frame, scaled down; ``X-Result`` header |
+| ``GET /api/sources/<name>/frame.jpg`` | the newest frame, scaled down; ``X-Result`` header; |
+| | ``?view=camera``: the uncropped camera frame, ``X-ROI`` header |
 | ``GET /api/classes`` | learned classes: examples, held-out score, nearest class |
 | ``GET /api/models`` | the model store, as ``models list`` |
 | ``POST /api/cmd/<name>`` | a command, as on ``{prefix}/cmd/<name>``; the reply |
@@ -128,7 +129,16 @@ def build_app(port: DaemonPort, live: LiveView, metrics: Metrics, *, preview_fps
         if outcome is None:
             known = ", ".join(live.sources()) or "none"
             return json_error(404, f"no frame from source {name!r} yet (sources: {known})")
-        preview = live.preview(outcome, width)
+        if bottle.request.query.get("view") == "camera":
+            # The whole camera frame (rotated, flipped, not cropped) with the ROI on it: to aim.
+            camera = port.camera(name)
+            if camera is None:
+                return json_error(404, f"no camera frame from source {name!r}")
+            image, rgb, roi = camera
+            preview = live.encode(image, rgb, width, live.payload(outcome))
+            bottle.response.set_header("X-ROI", json.dumps(list(roi)))
+        else:
+            preview = live.preview(outcome, width)
         bottle.response.content_type = "image/jpeg"
         bottle.response.set_header("Cache-Control", "no-store")
         bottle.response.set_header("X-Result", json.dumps(preview.result, ensure_ascii=True))

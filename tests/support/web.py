@@ -26,7 +26,7 @@ PASSWORD = "s3cret-web-pass"
 
 
 def web_config(tmp_path: Path, broker_port: int, *, web: str = "", extra: str = "", model: Path,
-               learn: str = "") -> tuple[Path, int]:
+               learn: str = "", source: str = "") -> tuple[Path, int]:
     """A config with the mqtt source on ``cams/+/image`` and [web] on a free port."""
     port = free_port()
     (tmp_path / "models").mkdir(exist_ok=True)  # the model store (empty unless a test fills it)
@@ -36,6 +36,7 @@ id = "{DEVICE}"
 [source]
 kind = "mqtt"
 uri = "cams/+/image"
+{source}
 [model]
 path = "{model}"
 dir = "{tmp_path / "models"}"
