@@ -133,9 +133,14 @@ class LiveView:
 
     def next_items(self, subscription: Subscription, timeout: float) -> list[tuple[str, Any]]:
         """What came for ``subscription`` since the last call, waiting up to ``timeout``."""
+        deadline = time.monotonic() + timeout
         with self._changed:
-            if not subscription.items and not self.closed and timeout > 0:
-                self._changed.wait(timeout)
+            # Woken for every frame while someone views; wait on until something is for us.
+            while not subscription.items and not self.closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._changed.wait(left)
             items = list(subscription.items)
             subscription.items.clear()
         return items
