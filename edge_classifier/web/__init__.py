@@ -63,5 +63,12 @@ class WebServer:
         self.live.observe(outcome)
 
     def close(self) -> None:
+        """Wake the waiting requests, stop listening. Idempotent."""
         self.live.close()
         self.listener.close()
+
+    def __enter__(self) -> WebServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -25,6 +25,8 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from importlib import resources
 from typing import Any
@@ -51,8 +53,12 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 def guard(app: WSGIApp, gate: Gate) -> WSGIApp:
     """``app`` behind the password (if any), the same-origin rule for POSTs and the host check."""
 
+    refusals = _Refusals()
+
     def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if not gate.allows(environ.get("HTTP_AUTHORIZATION")):
+            if environ.get("HTTP_AUTHORIZATION"):  # wrong credentials (not a browser's first, bare try)
+                refusals.note(environ.get("REMOTE_ADDR", "?"))
             start_response("401 Unauthorized", [("Content-Type", "text/plain; charset=utf-8"),
                                                 ("WWW-Authenticate", 'Basic realm="edge-classifier", charset="UTF-8"'),
                                                 ("Cache-Control", "no-store")])
@@ -69,6 +75,24 @@ def guard(app: WSGIApp, gate: Gate) -> WSGIApp:
         return app(environ, start_response)
 
     return guarded
+
+
+class _Refusals:
+    """Wrong passwords, logged at most once a minute (request threads)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+        self._logged = float("-inf")
+
+    def note(self, address: str) -> None:
+        with self._lock:
+            self._count += 1
+            now = time.monotonic()
+            if now - self._logged < 60.0:
+                return
+            self._logged, count, self._count = now, self._count, 0
+        log.warning("web: %d request(s) with a wrong password, the latest from %s", count, address)
 
 
 def _refuse(start_response: Callable[..., Any], status: str, why: str) -> list[bytes]:

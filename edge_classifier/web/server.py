@@ -106,3 +106,10 @@ class Listener:
             self._server.shutdown()
             self._thread.join(2.0)
         self._server.server_close()
+
+    def __enter__(self) -> Listener:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
