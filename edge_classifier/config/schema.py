@@ -23,6 +23,7 @@ __all__ = [
     "PublishConfig",
     "SourceConfig",
     "TlsConfig",
+    "WebConfig",
 ]
 
 DEFAULT_MODEL = "demo_shapes_mobilenet_v2_035_96_quant.tflite"
@@ -271,6 +272,21 @@ class LearnConfig:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class WebConfig:
+    enabled: bool = setting(False, "Serve the local web view, /metrics and the status API.")
+    host: str = setting("127.0.0.1", "Address to listen on; anything but loopback needs a password.")
+    port: int = setting(8080, "TCP port to listen on.", minimum=1, maximum=65535)
+    username: str = setting("edge", "The user name of the HTTP Basic login (a bearer token needs none).")
+    password_file: str = setting("", "File holding the password (also accepted as a bearer token); empty means "
+                                 "$CREDENTIALS_DIRECTORY/web-password under systemd, else `password`.")
+    password: str = setting("", "The password itself; prefer password_file.", secret=True)
+    preview_fps: float = setting(4.0, "Live view: at most this many images per second to a viewer.",
+                                 minimum=0.2, maximum=30)
+    preview_width: int = setting(480, "Live view: images are scaled down to at most this width.",
+                                 minimum=64, maximum=4096)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Config:
     device: DeviceConfig = dataclasses.field(default_factory=DeviceConfig)
     source: SourceConfig = dataclasses.field(default_factory=SourceConfig)
@@ -281,3 +297,4 @@ class Config:
     commands: CommandsConfig = dataclasses.field(default_factory=CommandsConfig)
     homeassistant: HomeAssistantConfig = dataclasses.field(default_factory=HomeAssistantConfig)
     learn: LearnConfig = dataclasses.field(default_factory=LearnConfig)
+    web: WebConfig = dataclasses.field(default_factory=WebConfig)

@@ -78,6 +78,7 @@ class Daemon:
         self.pipeline: Pipeline | None = None
         self.publisher: Publisher | None = None
         self.connection: MqttConnection | None = None
+        self.web: Any = None  # edge_classifier.web.WebServer while [web] is enabled
         self.control = ControlQueue()
         self.commands = CommandHandler(self)
         self.channel = CommandChannel(self.topics.prefix, self.commands, queue=self.control.put,
@@ -107,6 +108,11 @@ class Daemon:
 
     def _startup(self, stack: ExitStack) -> None:
         config = self.config
+        if config.web.enabled:
+            from edge_classifier.web import WebServer
+
+            self.web = WebServer(config.web, self)  # password checked, port bound: before the model loads
+            stack.callback(self.web.close)
         self.modelctl = ModelControl(config, deliver=self.control.put, event=self._event, reply=self.channel.reply_to)
         stack.callback(self.modelctl.close)
         self._models = self.modelctl.open_initial()
@@ -131,6 +137,8 @@ class Daemon:
                                  post=self.learning.annotate if self.learning else None)
         self.modelctl.attach(self.pipeline)
         self.pipeline.start()
+        if self.web is not None:
+            self.web.start()
         self.notifier.status(f"model {info.name} loaded on {info.accelerator}; waiting for the first frame")
 
     def _open_publisher(self, config: Config) -> Publisher:
@@ -277,6 +285,8 @@ class Daemon:
         # Crossing: called from a pipeline worker, in frame order; the publisher enqueues.
         assert self.publisher is not None
         self.publisher.submit(outcome)
+        if self.web is not None:
+            self.web.observe(outcome)
         if self.modelctl is not None:
             self.modelctl.observe(outcome)
         if outcome.classification is not None:
@@ -428,7 +438,7 @@ class Daemon:
     def _apply(self, new: Config) -> None:
         old = self.config
         assert self.pipeline is not None and self.publisher is not None and self.modelctl is not None
-        needs_restart = [name for name in ("mqtt", "device", "commands", "homeassistant")
+        needs_restart = [name for name in ("mqtt", "device", "commands", "homeassistant", "web")
                          if getattr(new, name) != getattr(old, name)]
         for key in ("spool_dir", "spool_max_messages", "spool_max_bytes", "retain", "stats_interval"):
             if getattr(new.publish, key) != getattr(old.publish, key):

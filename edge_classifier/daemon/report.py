@@ -12,19 +12,27 @@ from edge_classifier.daemon import telemetry
 if TYPE_CHECKING:
     from edge_classifier.daemon.app import Daemon
 
-__all__ = ["runtime_settings", "state", "stats"]
+__all__ = ["runtime_settings", "state", "stats", "stats_since"]
 
 
 def stats(daemon: Daemon) -> dict[str, Any]:
     """The periodic telemetry; rates are since the previous call."""
-    assert daemon.pipeline is not None and daemon.publisher is not None and daemon.models is not None
+    assert daemon.publisher is not None
     now = time.monotonic()
+    body = stats_since(daemon, daemon.stats_last, daemon.publisher.take_latencies(), now)
+    daemon.stats_last = (now, body["frames"], body["results"])
+    return body
+
+
+def stats_since(daemon: Daemon, last: tuple[float, int, int], latencies: list[float],
+                now: float) -> dict[str, Any]:
+    """The telemetry with rates since ``last`` (time, frames, results) and percentiles of
+    ``latencies``; changes nothing (the web view keeps its own ``last``)."""
+    assert daemon.pipeline is not None and daemon.publisher is not None and daemon.models is not None
     capture = daemon.pipeline.capture
-    then, frames_then, results_then = daemon.stats_last
+    then, frames_then, results_then = last
     elapsed = max(1e-6, now - then)
     frames, results = capture.frames, daemon.publisher.results
-    daemon.stats_last = (now, frames, results)
-    latencies = daemon.publisher.take_latencies()
     info = daemon.models.info
     supervisor = daemon.modelctl.supervisor if daemon.modelctl else None
     return {

@@ -91,6 +91,7 @@ class Publisher:
         self.outbox: OutboxLike = outbox if outbox is not None else Outbox()
         self._retained_state = retained_state
         self._on_published = on_published
+        self.on_event: Callable[[dict[str, Any]], None] | None = None  # each event payload (publish thread)
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="publish", daemon=True)
         self.results = 0
@@ -242,8 +243,11 @@ class Publisher:
 
     def _publish_event(self, name: str, details: dict[str, Any], wall: float) -> None:
         log.info("event %s %s", name, details)
-        self._send(self.topics.event, event_payload(self.device, name, details, wall), 1, False)
+        payload = event_payload(self.device, name, details, wall)
+        self._send(self.topics.event, payload, 1, False)
         self.events += 1
+        if self.on_event is not None:
+            self.on_event(payload)
 
     def _send(self, topic: str, payload: dict[str, Any], qos: int, retain: bool) -> None:
         data = encode(payload)

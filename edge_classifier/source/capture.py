@@ -82,6 +82,9 @@ class Capture:
         """Failed opens and reads."""
         self.last_frame: Frame | None = None
         """The latest frame handed over (for snapshots); read from any thread."""
+        self.last_camera: Frame | None = None
+        """The latest frame as the source gave it, before rotate/flip/roi (a reference: the web
+        view shows the ROI on it); read from any thread."""
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
         self._started = False
         self._closed = False
@@ -249,6 +252,7 @@ class Capture:
         return True
 
     def _transform(self, frame: Frame) -> Frame:
+        self.last_camera = frame
         if self.rotate == 0 and self.flip == "none" and not self.roi:
             return frame
         image = transform.apply(frame.image, degrees=self.rotate, mode=self.flip, roi=self.roi)
