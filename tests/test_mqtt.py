@@ -214,10 +214,11 @@ def test_broker_outage_mid_stream_loses_nothing(tmp_path, make_broker, pictures)
 
 
 def test_disk_spool_survives_sigkill(tmp_path, make_broker, pictures):
+    """With spool_spill_after = 0 every result is on disk before it is printed."""
     port = free_port()
     spool = tmp_path / "spool"
     config = write_config(tmp_path / "config.toml", config_text(
-        pictures, port, fps=50, extra=f'[publish]\nspool_dir = "{spool}"'))
+        pictures, port, fps=50, extra=f'[publish]\nspool_dir = "{spool}"\nspool_spill_after = 0'))
     # First run: no broker at all; results are spooled to disk, then the daemon is killed.
     with DaemonProcess("-c", str(config), "--stdout") as first:
         spooled = [first.next_result(30) for _ in range(40)]

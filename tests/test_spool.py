@@ -17,13 +17,21 @@ from pathlib import Path
 
 import pytest
 
+from edge_classifier.publish import spool
 from edge_classifier.publish.outbox import Message, Outbox
-from edge_classifier.publish.spool import DiskOutbox
 
 REPO = Path(__file__).resolve().parents[1]
 TOPIC = "edge-classifier/testpi/result"
 
 MakeOutbox = Callable[..., Outbox]
+
+
+class DiskOutbox(spool.DiskOutbox):
+    """The spool writing every message as it is appended (``spill_after = 0``): most tests
+    below are about what is on disk and how it comes back; the spill window has its own."""
+
+    def __init__(self, directory: Path, *args: int, spill_after: float = 0.0, **options: float) -> None:
+        super().__init__(directory, *args, spill_after=spill_after, **options)  # type: ignore[arg-type]
 
 
 def msg(number: int, size: int = 0, qos: int = 1) -> Message:
@@ -68,14 +76,15 @@ def names(count: int, start: int = 1) -> list[bytes]:
     return [f"m{n}".encode() for n in range(start, start + count)]
 
 
-@pytest.fixture(params=["memory", "disk"])
+@pytest.fixture(params=["memory", "disk", "disk-windowed"])
 def make_outbox(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeOutbox]:
-    opened: list[DiskOutbox] = []
+    opened: list[spool.DiskOutbox] = []
 
     def factory(**bounds: int) -> Outbox:
         if request.param == "memory":
             return Outbox(**bounds)
-        outbox = DiskOutbox(tmp_path / f"spool-{len(opened)}", **bounds)
+        kind = DiskOutbox if request.param == "disk" else spool.DiskOutbox
+        outbox = kind(tmp_path / f"spool-{len(opened)}", **bounds)
         opened.append(outbox)
         return outbox
 
@@ -284,7 +293,7 @@ from pathlib import Path
 from edge_classifier.publish.outbox import Message
 from edge_classifier.publish.spool import DiskOutbox
 
-outbox = DiskOutbox(Path(sys.argv[1]))
+outbox = DiskOutbox(Path(sys.argv[1]), spill_after=0)
 mid = 0
 for n in range(1, 1001):
     outbox.append(Message("edge-classifier/testpi/result", f"m{n}".encode(), 1))
@@ -434,6 +443,127 @@ def test_disk_use_stays_bounded_while_in_flight_messages_wait(tmp_path: Path) ->
         got = [p[: p.index(b".")] for p in deliver_all(outbox)]
         assert got == [b"m0", b"m1", *names(100, start=4900)]
     assert [mid for mid, _ in stuck] == [1, 2]
+
+
+# --- the spill window: only what is at risk touches the disk ----------------------------------
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def spool_bytes(directory: Path) -> int:
+    return sum(path.stat().st_size for path in segments(directory))
+
+
+def record_bytes(message: Message) -> int:
+    """A message's size on disk: 12 bytes of record head, 12 of message head, topic, payload."""
+    return 24 + len(message.topic.encode()) + len(message.payload)
+
+
+def test_messages_acked_within_the_window_never_touch_the_disk(tmp_path: Path) -> None:
+    """Broker up: 10,000 results acknowledged within the window; not one byte more on disk
+    (counted at the file layer, so it holds on tmpfs too) than the checkpoint written at open."""
+    clock = Clock()
+    with spool.DiskOutbox(tmp_path, spill_after=2.0, clock=clock) as outbox:
+        opened = spool_bytes(tmp_path)
+        mids = Mids()
+        for batch in range(1000):
+            for n in range(10):
+                outbox.append(msg(batch * 10 + n, size=300))
+            for mid, _ in send(outbox, mids, window=64):
+                outbox.acked(mid)
+            clock.now += 0.1  # 100 results a second, each acked in its batch
+            outbox.flush()
+        assert outbox.delivered == 10_000
+        assert spool_bytes(tmp_path) == opened
+    assert spool_bytes(tmp_path) == opened  # a clean close with nothing owed writes nothing either
+
+
+def test_broker_down_writes_each_message_once_with_little_framing(tmp_path: Path) -> None:
+    """Broker down: every message is written once, in batches, plus a checkpoint per batch at most."""
+    clock = Clock()
+    messages = [msg(n, size=300) for n in range(1000)]
+    with spool.DiskOutbox(tmp_path, spill_after=2.0, clock=clock) as outbox:
+        opened = spool_bytes(tmp_path)
+        for n, message in enumerate(messages):
+            outbox.append(message)
+            if n % 10 == 9:
+                clock.now += 0.1
+                outbox.flush()
+    written = spool_bytes(tmp_path) - opened  # the clean close wrote the newest ones
+    assert outbox.dropped == 0
+    records = sum(map(record_bytes, messages))  # the results, their topic and 24 bytes of framing each
+    assert records <= written <= records + 1024, f"{written} bytes on disk for {records} bytes of records"
+    with spool.DiskOutbox(tmp_path) as again:
+        assert deliver_all(again) == [message.payload for message in messages]
+
+
+def test_only_messages_older_than_the_window_are_spilled_then_all_owed_at_once(tmp_path: Path) -> None:
+    clock = Clock()
+    with spool.DiskOutbox(tmp_path, spill_after=5.0, clock=clock) as outbox:
+        opened = spool_bytes(tmp_path)
+        outbox.append(msg(1))
+        clock.now += 3
+        outbox.append(msg(2))
+        send(outbox, Mids(), count=1)  # m1 in flight, no ack: the broker is slow
+        outbox.flush()
+        assert spool_bytes(tmp_path) == opened  # nothing is 5 s old yet
+        clock.now += 2
+        outbox.flush()
+        # m1 is 5 s old: it and the younger m2 go in one batch, with a checkpoint
+        assert spool_bytes(tmp_path) - opened >= record_bytes(msg(1)) + record_bytes(msg(2))
+
+
+WINDOW_CHILD = """
+import os, signal, sys
+from pathlib import Path
+from edge_classifier.publish.outbox import Message
+from edge_classifier.publish.spool import DiskOutbox
+
+now = [0.0]
+outbox = DiskOutbox(Path(sys.argv[1]), spill_after=5.0, clock=lambda: now[0])
+for n in range(1, 61):
+    outbox.append(Message("edge-classifier/testpi/result", f"m{n}".encode(), 1))
+    if n == 50:  # the broker has been away for 6 s: m1..m50 are spilled and synced
+        now[0] = 6.0
+        outbox.flush()
+os.kill(os.getpid(), signal.SIGKILL)  # m51..m60 are younger than the window: in memory only
+"""
+
+
+def test_a_crash_loses_only_what_is_younger_than_the_window(tmp_path: Path) -> None:
+    child = subprocess.run([sys.executable, "-c", textwrap.dedent(WINDOW_CHILD), str(tmp_path)], cwd=REPO,
+                           env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                           timeout=60)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    with spool.DiskOutbox(tmp_path) as outbox:
+        assert deliver_all(outbox) == names(50)
+
+
+def test_a_clean_close_spills_what_is_owed_and_not_what_was_acked(tmp_path: Path) -> None:
+    clock = Clock()
+    with spool.DiskOutbox(tmp_path, spill_after=5.0, clock=clock) as outbox:
+        for n in range(1, 11):
+            outbox.append(msg(n))
+        mids = Mids()
+        for mid, _ in send(outbox, mids, count=4):
+            outbox.acked(mid)
+        send(outbox, mids, count=2)  # m5, m6 in flight at shutdown
+    with spool.DiskOutbox(tmp_path) as outbox:
+        assert outbox.recovered == 6
+        assert deliver_all(outbox) == names(6, start=5)
+
+
+def test_negative_spill_window_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="spill_after"):
+        spool.DiskOutbox(tmp_path, spill_after=-1)
 
 
 def test_one_process_per_spool(tmp_path: Path) -> None:

@@ -204,6 +204,9 @@ class PublishConfig:
     spool_max_bytes: int = setting(16 * 1024 * 1024, "Undelivered bytes kept at most (oldest dropped first).",
                                    minimum=1024)
     stats_interval: float = setting(30.0, "Seconds between {prefix}/stats messages; 0 = none.", minimum=0)
+    spool_spill_after: float = setting(5.0, "Disk spool: write a message to disk only when the broker has not "
+                                       "acknowledged it within this many seconds (what a power cut can lose); "
+                                       "0 = write every message at once.", minimum=0, maximum=3600)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -162,7 +162,7 @@ class Daemon:
 
         try:
             outbox = DiskOutbox(Path(config.publish.spool_dir), config.publish.spool_max_messages,
-                                config.publish.spool_max_bytes)
+                                config.publish.spool_max_bytes, spill_after=config.publish.spool_spill_after)
         except OSError as exc:
             from edge_classifier.errors import ConfigError
 
@@ -410,7 +410,8 @@ class Daemon:
         assert self.pipeline is not None and self.publisher is not None and self.modelctl is not None
         needs_restart = [name for name in ("mqtt", "device", "commands", "homeassistant")
                          if getattr(new, name) != getattr(old, name)]
-        for key in ("spool_dir", "spool_max_messages", "spool_max_bytes", "retain", "stats_interval"):
+        for key in ("spool_dir", "spool_max_messages", "spool_max_bytes", "spool_spill_after", "retain",
+                    "stats_interval"):
             if getattr(new.publish, key) != getattr(old.publish, key):
                 needs_restart.append(f"publish.{key}")
         if worker_count(new.model, "cpu") > self.pipeline.workers:

@@ -45,6 +45,7 @@ def stats(daemon: Daemon) -> dict[str, Any]:
         "uptime_s": round(now - daemon.started, 1),
         "spool_depth": len(daemon.publisher.outbox),
         "spool_dropped": daemon.publisher.outbox.dropped,
+        "spool_refused": daemon.publisher.outbox.refused_total,
         "rss_mb": telemetry.rss_mb(),
         "cpu_temp_c": telemetry.cpu_temperature(),
     }

@@ -85,7 +85,7 @@ class MqttConnection:
         status_topic: str,
         on_connected: Callable[[], None] | None = None,
         on_disconnected: Callable[[], None] | None = None,
-        on_published: Callable[[int], None] | None = None,
+        on_published: Callable[[int, tuple[int, str] | None], None] | None = None,
         on_message: Callable[[paho.MQTTMessage], None] | None = None,
         subscriptions: tuple[str, ...] = (),
     ) -> None:
@@ -193,8 +193,11 @@ class MqttConnection:
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode,
                     properties: Any) -> None:
+        """PUBACK/PUBCOMP (or written out, QoS 0). Under MQTT 5 a reason >= 0x80 is a refusal:
+        passed on as (code, words), None when accepted."""
         if self._on_published:
-            self._on_published(mid)
+            refused = reason.is_failure if isinstance(reason, ReasonCode) else False
+            self._on_published(mid, (reason.value, str(reason)) if refused else None)
 
 
 def _no_delay(client: paho.Client) -> None:

@@ -7,6 +7,12 @@ waits for the network: ``submit``/``event`` never block.
 
 After each (re)connect this thread publishes the retained state first (Home Assistant
 discovery, when enabled) and then the retained ``online`` status.
+
+A message the broker refuses (MQTT 5 PUBACK reason >= 0x80, e.g. 0x87 "Not authorized" from an
+ACL) is not delivered: it leaves the outbox counted as refused (``spool_refused`` in stats),
+is logged once per topic and reason, and announced once by a ``publish_refused`` event. It is
+not sent again: the broker would refuse it again, and the messages behind it would wait
+forever. (MQTT 3.1.1 has no way to refuse a publish: a 3.1.1 broker drops it silently.)
 """
 
 from __future__ import annotations
@@ -37,12 +43,15 @@ class OutboxLike(Protocol):
     """What the publisher needs of an outbox (in memory: Outbox; on disk: DiskOutbox)."""
 
     dropped: int
+    refused_total: int
+    durable: bool
 
     def __len__(self) -> int: ...
     def append(self, message: Message) -> int: ...
     def next_to_send(self, window: int) -> Message | None: ...
     def sent(self, mid: int) -> None: ...
     def acked(self, mid: int) -> bool: ...
+    def refused(self, mid: int) -> Message | None: ...
     def reconnected(self) -> None: ...
     def flush(self) -> None: ...
 
@@ -99,12 +108,13 @@ class Publisher:
         self._overflow_reported = float("-inf")
         self._overflow_logged = float("-inf")
         self._overflow_pending = 0  # dropped and not yet reported by an event
-        self._printed: list[str] = []  # stdout lines of this batch, written once it is durable
+        self._printed: list[str] = []  # stdout lines of this batch, written after the spool's flush
+        self._refusals: set[tuple[str, int]] = set()  # (topic, reason code) already logged
         if connection is not None:
             # Crossing: these are called from paho's network thread; they only enqueue.
             connection._on_connected = lambda: self._inbox.put(("connected", None))
             connection._on_disconnected = lambda: self._inbox.put(("disconnected", None))
-            connection._on_published = lambda mid: self._inbox.put(("acked", mid))
+            connection._on_published = lambda mid, refusal: self._inbox.put(("acked", (mid, refusal)))
 
     def start(self) -> Publisher:
         self._thread.start()
@@ -181,16 +191,26 @@ class Publisher:
                     log.exception("publisher: sending failed")
                 if deadline is not None and (len(self.outbox) == 0 or time.monotonic() >= deadline):
                     if len(self.outbox):
-                        kept = "kept in the spool for the next start" if not isinstance(self.outbox, Outbox) else "lost"
-                        log.warning("publisher: %d messages not delivered at shutdown (%s)", len(self.outbox), kept)
+                        self._report_undelivered()
                     return
         finally:
             self.outbox.flush()
             self._print()
 
+    def _report_undelivered(self) -> None:
+        count = len(self.outbox)
+        if not self.outbox.durable:
+            log.warning("publisher: %d messages not delivered at shutdown (lost: the outbox is in memory; "
+                        "set publish.spool_dir to keep them)", count)
+        elif getattr(self.outbox, "write_errors", 0):
+            log.warning("publisher: %d messages not delivered at shutdown; the spool could not be written to "
+                        "(see above), so some of them may be lost", count)
+        else:
+            log.info("publisher: %d messages not delivered yet: kept in the spool for the next start", count)
+
     def _print(self) -> None:
-        """Write this batch's results to stdout, after the spool has them (so a printed result
-        is never one a crash could lose)."""
+        """Write this batch's results to stdout (after the spool's flush; a result still within
+        the spill window, or one a full disk could not take, is printed but not on disk)."""
         if self._printed and self._stdout is not None:
             self._stdout.write("".join(self._printed))
             self._stdout.flush()
@@ -203,7 +223,11 @@ class Publisher:
             name, details, wall = value
             self._publish_event(name, details, wall)
         elif kind == "acked":
-            self.outbox.acked(value)
+            mid, refusal = value
+            if refusal is None:
+                self.outbox.acked(mid)
+            else:
+                self._refused(mid, refusal)
         elif kind == "connected":
             self.outbox.reconnected()
             self._send_state()
@@ -215,6 +239,23 @@ class Publisher:
             pass
         else:
             raise ValueError(f"unknown publisher message {kind!r}")
+
+    def _refused(self, mid: int, refusal: tuple[int, str]) -> None:
+        """The broker refused ``mid``: drop it (see the module docstring), say so once per topic
+        and reason."""
+        code, reason = refusal
+        message = self.outbox.refused(mid)
+        topic = message.topic if message is not None else "(status or discovery)"
+        if (topic, code) in self._refusals:
+            return
+        self._refusals.add((topic, code))
+        log.error("MQTT broker refused a message on %s: %s (reason code 0x%02X); dropped, not retried "
+                  "(check the broker's ACL for this client; logged once per topic and reason)", topic, reason, code)
+        if message is not None and topic != self.topics.event:  # a refused event topic would refuse this too
+            self._send(self.topics.event, event_payload(self.device, "publish_refused", {
+                "topic": topic, "reason": reason, "reason_code": code,
+                "refused_total": self.outbox.refused_total}, time.time()), 1, False)
+            self.events += 1
 
     def _send_state(self, online: bool = True) -> None:
         connection = self._connection
