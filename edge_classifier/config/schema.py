@@ -199,8 +199,10 @@ class PublishConfig:
                              minimum=1, maximum=1000)
     spool_dir: str = setting("", "Keep undelivered messages on disk here (survives restarts and power "
                              "cuts); empty means in memory.")
-    spool_max_messages: int = setting(10000, "Undelivered messages kept at most (oldest dropped first).",
-                                      minimum=1)
+    spool_max_messages: int = setting(0, "Undelivered messages kept at most (oldest dropped first); 0 = "
+                                      "spool_max_seconds at the configured rate.", minimum=0)
+    spool_max_seconds: float = setting(600.0, "With spool_max_messages = 0: keep this many seconds of results at "
+                                       "source.fps (30 when 0), limited by min_interval.", minimum=1)
     spool_max_bytes: int = setting(16 * 1024 * 1024, "Undelivered bytes kept at most (oldest dropped first).",
                                    minimum=1024)
     stats_interval: float = setting(30.0, "Seconds between {prefix}/stats messages; 0 = none.", minimum=0)

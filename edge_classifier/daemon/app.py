@@ -33,6 +33,7 @@ from edge_classifier.daemon.pipeline import ModelSet, Outcome, Pipeline
 from edge_classifier.daemon.signals import ControlQueue
 from edge_classifier.daemon.swap import SwapRequest
 from edge_classifier.errors import EdgeClassifierError
+from edge_classifier.publish.bounds import spool_bounds
 from edge_classifier.publish.connection import MqttConnection
 from edge_classifier.publish.outbox import Message, Outbox
 from edge_classifier.publish.payload import encode
@@ -131,7 +132,7 @@ class Daemon:
 
     def _open_publisher(self, config: Config) -> Publisher:
         connection = None
-        outbox: OutboxLike = Outbox(config.publish.spool_max_messages, config.publish.spool_max_bytes)
+        outbox: OutboxLike = Outbox(*spool_bounds(config))
         if config.mqtt.enabled:
             subscriptions: list[str] = []
             if config.commands.enabled:
@@ -161,8 +162,8 @@ class Daemon:
         from edge_classifier.publish.spool import DiskOutbox
 
         try:
-            outbox = DiskOutbox(Path(config.publish.spool_dir), config.publish.spool_max_messages,
-                                config.publish.spool_max_bytes, spill_after=config.publish.spool_spill_after)
+            outbox = DiskOutbox(Path(config.publish.spool_dir), *spool_bounds(config),
+                                spill_after=config.publish.spool_spill_after)
         except OSError as exc:
             from edge_classifier.errors import ConfigError
 
@@ -410,8 +411,8 @@ class Daemon:
         assert self.pipeline is not None and self.publisher is not None and self.modelctl is not None
         needs_restart = [name for name in ("mqtt", "device", "commands", "homeassistant")
                          if getattr(new, name) != getattr(old, name)]
-        for key in ("spool_dir", "spool_max_messages", "spool_max_bytes", "spool_spill_after", "retain",
-                    "stats_interval"):
+        for key in ("spool_dir", "spool_max_messages", "spool_max_bytes", "spool_spill_after", "spool_max_seconds",
+                    "retain", "stats_interval"):
             if getattr(new.publish, key) != getattr(old.publish, key):
                 needs_restart.append(f"publish.{key}")
         if worker_count(new.model, "cpu") > self.pipeline.workers:
