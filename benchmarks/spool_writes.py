@@ -11,7 +11,8 @@ sent towards the block device, counted per dirtied page) is compared with what i
 spool was opened. The spool directory must be on a real block device (``--dir``; /tmp here is
 ext4: tmpfs counts nothing).
 
-Prints one JSON line: results, payload bytes, write_bytes, write_bytes per 1,000 results.
+Prints one JSON line: results, payload bytes, write_bytes (in all, and split: opening the
+spool, while results flow, closing), write_bytes per 1,000 results.
 
     python benchmarks/spool_writes.py --broker up --results 10000 --rate 0
     python benchmarks/spool_writes.py --broker down --results 2000 --rate 100
@@ -77,6 +78,7 @@ def run(directory: Path, broker_up: bool, results: int, rate: float) -> dict[str
     connection = MqttConnection(config, status_topic=f"{PREFIX}/status")
     before = write_bytes()
     spool = DiskOutbox(work / "spool", 100_000, 256 * 1024 * 1024)
+    opened = write_bytes()
     publisher = Publisher("benchpi", Topics(PREFIX), connection=connection, outbox=spool).start()
     connection.start()
     if broker_up:
@@ -90,6 +92,7 @@ def run(directory: Path, broker_up: bool, results: int, rate: float) -> dict[str
         while spool.delivered < results:  # a benchmark may poll: the count is only read
             time.sleep(0.05)
     elapsed = time.monotonic() - start
+    ran = write_bytes()
     publisher.close(timeout=1.0)
     spool.close()
     connection.close()
@@ -108,6 +111,9 @@ def run(directory: Path, broker_up: bool, results: int, rate: float) -> dict[str
         "result_bytes_total": len(one) * results,
         "write_bytes": written,
         "write_bytes_per_1000_results": round(written * 1000 / results),
+        "write_bytes_open": opened - before,  # creating the spool directory and its first segment
+        "write_bytes_while_running": ran - opened,
+        "write_bytes_close": written - (ran - before),
         "spill_window": "spill_after" in inspect.signature(DiskOutbox).parameters,
     }
 
