@@ -121,8 +121,9 @@ def test_qos2_refused_by_the_broker_is_logged_once_with_the_fix(tmp_path, pictur
                 broker.wait_for_log(r"(?i)disconnect|closed|error", timeout=10, after=at)
             daemon.signal(signal.SIGTERM)
             assert daemon.wait(10) == 0
-    said = [line.split(" ", 2)[2] for line in daemon.log.splitlines() if "edge_classifier.publish.connection" in line]
+    said = [line.split(" ", 2)[2] for line in daemon.log.splitlines()
+            if "edge_classifier.publish.connection" in line and "MQTT connected to" not in line]
     assert len(said) == len(set(said)) <= 4, said  # each distinct reason once, not once per drop
-    assert daemon.log.count("MQTT connected to") == 1, daemon.log
+    assert daemon.log.count("MQTT connected to") <= 2, daemon.log  # then DEBUG while it flaps
     assert "set mqtt.qos = 1" in daemon.log
     assert "Unspecified error" not in daemon.log

@@ -105,7 +105,7 @@ class MqttConnection:
         self._losses: set[tuple[bool, int, bool]] = set()
         self._answered = False  # a CONNACK came for this attempt
         self._connected_at = 0.0
-        self._flapping = False  # the last connection held less than FLAPPING_SECONDS
+        self._short_drops = 0  # connections in a row that held less than FLAPPING_SECONDS
         self._ever_connected = False
         self._closed = False
         self.v5 = config.protocol == "5"
@@ -202,11 +202,19 @@ class MqttConnection:
             reason = getattr(error, "strerror", None) or error or "unknown reason"
             self._problem(f"is unreachable: {reason}", logging.WARNING)
 
+    @property
+    def _flapping(self) -> bool:
+        """Two connections in a row held only seconds: the broker objects to something we do
+        (one short one is just an outage that came early)."""
+        return self._short_drops >= 2
+
     def _lost(self, reason: ReasonCode, from_server: bool) -> None:
         """Log a lost connection once per distinct reason while it keeps dropping."""
         held = time.monotonic() - self._connected_at
-        self._flapping = held < diagnosis.FLAPPING_SECONDS
-        if not self._flapping:
+        if held < diagnosis.FLAPPING_SECONDS:
+            self._short_drops += 1
+        else:
+            self._short_drops = 0
             self._losses.clear()
         key = (from_server, reason.value, self._flapping)
         if key in self._losses:
@@ -214,7 +222,7 @@ class MqttConnection:
         self._losses.add(key)
         again = "; not logged again while it keeps dropping for this reason" if self._flapping else ""
         log.warning("MQTT connection to %s:%d lost: %s (reconnecting%s)", self.config.host, self.config.port,
-                    diagnosis.lost(reason, from_server, held, self.config), again)
+                    diagnosis.lost(reason, from_server, held if self._flapping else None, self.config), again)
 
     def _problem(self, text: str, level: int) -> None:
         """Log a connection problem once, not at every retry; a different one is logged too."""

@@ -59,15 +59,16 @@ def closed_before_connack(config: MqttConfig, accepted_before: bool = False) -> 
     return f"{text}: is {config.host}:{config.port} an MQTT listener, and does it accept this client's login?"
 
 
-def lost(reason: ReasonCode, from_server: bool, held: float, config: MqttConfig) -> str:
-    """A connection that was up and is gone; ``held``: seconds it was up."""
+def lost(reason: ReasonCode, from_server: bool, held: float | None, config: MqttConfig) -> str:
+    """A connection that was up and is gone; ``held``: seconds it was up, when it keeps dropping
+    that soon (None: not known to)."""
     if from_server:
         hint = _HINTS.get(reason.value)
         text = f"the broker disconnected this client: {reason}" + (f" ({hint})" if hint else "")
     else:
         text = "the connection closed (broker stopped, network down, or the broker closed it without a reason)"
-    if held < FLAPPING_SECONDS and not (from_server and reason.value in _HINTS):
-        text += f"; it held only {held:.1f} s: the broker may refuse something this client sends: " + \
+    if held is not None and held < FLAPPING_SECONDS and not (from_server and reason.value in _HINTS):
+        text += f"; again after {held:.1f} s: the broker may refuse something this client sends: " + \
             _suspects(config)
     return text
 
