@@ -225,6 +225,8 @@ class HomeAssistantConfig:
     enabled: bool = setting(False, "Publish Home Assistant MQTT discovery.")
     discovery_prefix: str = setting("homeassistant", "Home Assistant's discovery prefix.",
                                     check=_topic_prefix)
+    device_discovery: bool = setting(True, "One device-based discovery message (Home Assistant 2024.11+); "
+                                     "false: one per entity, for older versions.")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

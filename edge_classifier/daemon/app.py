@@ -33,6 +33,7 @@ from edge_classifier.daemon.pipeline import ModelSet, Outcome, Pipeline
 from edge_classifier.daemon.signals import ControlQueue
 from edge_classifier.daemon.swap import SwapRequest
 from edge_classifier.errors import EdgeClassifierError
+from edge_classifier.publish.announce import ANNOUNCED_FILE, Announcer
 from edge_classifier.publish.bounds import spool_bounds
 from edge_classifier.publish.connection import MqttConnection
 from edge_classifier.publish.outbox import Message, Outbox
@@ -77,6 +78,7 @@ class Daemon:
         self.pipeline: Pipeline | None = None
         self.publisher: Publisher | None = None
         self.connection: MqttConnection | None = None
+        self._announcer: Announcer | None = None  # made by the publish thread when first needed
         self.control = ControlQueue()
         self.commands = CommandHandler(self)
         self.channel = CommandChannel(self.topics.prefix, self.commands, queue=self.control.put,
@@ -339,20 +341,17 @@ class Daemon:
         ha = self.config.homeassistant
         if ha.enabled and message.topic == homeassistant.birth_topic(ha.discovery_prefix) \
                 and homeassistant.is_birth(bytes(message.payload)) and self.publisher:
-            log.info("Home Assistant is online: publishing discovery again")
+            log.info("Home Assistant is online: publishing discovery, the last result and stats again")
             self.publisher.republish_state()
+            self._publish_stats()
 
     def _retained_state(self) -> list[Message]:
-        """Called by the publish thread after each connect, before `online`."""
-        ha = self.config.homeassistant
-        if not ha.enabled:
-            return []
-        from edge_classifier.publish import homeassistant
-
+        """Called by the publish thread after each connect, before `online`, and after a model swap."""
+        if self._announcer is None:
+            self._announcer = Announcer(self.config.homeassistant, device_id=self.config.device.id,
+                                        prefix=self.topics.prefix, path=Path(self.config.model.dir) / ANNOUNCED_FILE)
         model = self.models.info.name if self.models else "edge-classifier"
-        return homeassistant.discovery_messages(
-            device_id=self.config.device.id, prefix=self.topics.prefix, discovery_prefix=ha.discovery_prefix,
-            model_name=model, sw_version=__version__)
+        return self._announcer.messages(model, __version__)
 
     def _publish_stats(self) -> None:
         stats = report.stats(self)

@@ -32,6 +32,7 @@ def stats(daemon: Daemon) -> dict[str, Any]:
         "device": daemon.config.device.id,
         "fps_in": round((frames - frames_then) / elapsed, 2),
         "fps_out": round((results - results_then) / elapsed, 2),
+        "fps_classified": round(daemon.publisher.take_classified() / elapsed, 2),
         "frames": frames,
         "results": results,
         "dropped": capture.dropped,

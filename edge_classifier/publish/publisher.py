@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 _WINDOW = 64  # messages in flight at once (unacknowledged by the broker)
 _OVERFLOW_EVENT_EVERY = 10.0  # seconds between spool_overflow events while dropping
+# Events after which the retained state (Home Assistant discovery: the device's model) is stale.
+_STATE_EVENTS = frozenset({"model_swapped"})
 
 
 class OutboxLike(Protocol):
@@ -104,6 +106,9 @@ class Publisher:
         self._thread = threading.Thread(target=self._run, name="publish", daemon=True)
         self.results = 0
         self.events = 0
+        self.classified = 0  # frames classified (published or not: the mode decides), publish thread only
+        self._classified_taken = 0  # what take_classified() reported so far, its caller only
+        self._last_result: Message | None = None  # for Home Assistant after its restart
         self._latencies: collections.deque[float] = collections.deque(maxlen=10_000)
         self._overflow_reported = float("-inf")
         self._overflow_logged = float("-inf")
@@ -146,6 +151,13 @@ class Publisher:
                 taken.append(self._latencies.popleft())
             except IndexError:
                 return taken
+
+    def take_classified(self) -> int:
+        """Frames classified since the last call."""
+        # Crossing: `classified` is written by the publish thread only; reading an int is atomic.
+        now = self.classified
+        count, self._classified_taken = now - self._classified_taken, now
+        return count
 
     def close(self, timeout: float = 3.0) -> bool:
         """Send what is queued (waiting for the broker up to ``timeout``), then stop.
@@ -233,6 +245,7 @@ class Publisher:
             self._send_state()
         elif kind == "state":
             self._send_state(online=False)
+            self._resend_last_result()
         elif kind == "policy":
             self.policy = value
         elif kind == "disconnected":
@@ -257,6 +270,15 @@ class Publisher:
                 "refused_total": self.outbox.refused_total}, time.time()), 1, False)
             self.events += 1
 
+    def _resend_last_result(self) -> None:
+        """Home Assistant restarted: give it the current result again (in change mode the next
+        one may be a heartbeat away). Only when nothing newer waits in the outbox."""
+        connection = self._connection
+        if self._last_result is None or connection is None or not connection.connected.is_set() or len(self.outbox):
+            return
+        message = self._last_result
+        connection.publish(message.topic, message.payload, message.qos, message.retain)
+
     def _send_state(self, online: bool = True) -> None:
         connection = self._connection
         if connection is None or not connection.connected.is_set():
@@ -273,6 +295,7 @@ class Publisher:
                                                  "reason": outcome.error}, time.time())
             return
         self._latencies.append(result.inference_ms)
+        self.classified += 1
         if not self.policy.decide(result.top, time.monotonic()):
             return
         payload = result_payload(self.device, outcome.frame, result)
@@ -285,6 +308,8 @@ class Publisher:
         log.info("event %s %s", name, details)
         self._send(self.topics.event, event_payload(self.device, name, details, wall), 1, False)
         self.events += 1
+        if name in _STATE_EVENTS:
+            self._send_state(online=False)
 
     def _send(self, topic: str, payload: dict[str, Any], qos: int, retain: bool) -> None:
         data = encode(payload)
@@ -292,7 +317,10 @@ class Publisher:
             self._printed.append(data.decode("utf-8") + "\n")
         if self._connection is None:
             return
-        dropped = self.outbox.append(Message(topic, data, qos, retain))
+        message = Message(topic, data, qos, retain)
+        if topic == self.topics.result:
+            self._last_result = message
+        dropped = self.outbox.append(message)
         if dropped:
             self._overflow(dropped)
 
