@@ -107,6 +107,8 @@ class SourceConfig:
     flip: str = setting("none", "Mirror frames.", choices=("none", "horizontal", "vertical", "both"))
     roi: tuple[int, ...] = setting((), "Region of interest [x, y, width, height] in the rotated frame; "
                                    "empty means the whole frame.", check=_roi)
+    stall_timeout: float = setting(5.0, "opencv devices and streams: no frame for this many seconds means the "
+                                   "camera is lost (reopened).", minimum=0.1, maximum=3600)
     retry_initial: float = setting(0.5, "First wait in seconds before reopening a failed source.",
                                    minimum=0.01, maximum=3600)
     retry_max: float = setting(30.0, "Longest wait between reopen attempts (the backoff doubles up to it).",
