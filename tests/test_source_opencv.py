@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from support.broker import free_port
 from support.mjpeg import MjpegServer
+from support.rtsp import RtspServer
 from support.sources import read_all
 
 from edge_classifier.config.schema import MqttConfig, SourceConfig
@@ -270,3 +271,37 @@ def test_the_stall_guard_passes_reads_and_errors_through_and_closes() -> None:
     guard.close()
     guard.close()
     assert released.is_set()
+
+
+@pytest.fixture
+def rtsp() -> Any:
+    server = RtspServer().start()
+    yield server
+    server.close()
+
+
+def test_a_frozen_rtsp_camera_is_noticed_within_the_stall_timeout(rtsp: RtspServer) -> None:
+    """A real RTSP server (gst-rtsp-server) that stops sending with its session open: FFmpeg's own
+    read timeout would count three times over UDP; the stall guard notices at the stall timeout."""
+    lost, back = threading.Event(), threading.Event()
+    events: dict[str, tuple[float, dict[str, Any]]] = {}
+
+    def on_event(name: str, details: dict[str, Any]) -> None:
+        events[name] = (time.monotonic(), details)
+        {"source_lost": lost, "source_back": back}[name].set()
+
+    stall = 2.0
+    source = OpenCVSource(rtsp.url, name="door", read_timeout=stall, open_timeout=10)
+    with Capture(source, on_event=on_event, retry_initial=0.1, retry_max=0.5) as capture:
+        assert capture.get(timeout=20) is not None
+        rtsp.stall()
+        stalled_at = time.monotonic()
+        while not lost.wait(0.01):
+            capture.get(timeout=0.01)
+        noticed = events["source_lost"][0] - stalled_at
+        assert noticed < stall + 1.5, f"noticed {noticed:.2f} s after the camera froze"
+        assert "stalled" in events["source_lost"][1]["reason"]
+        rtsp.resume()
+        assert back.wait(20)
+        assert capture.get(timeout=10) is not None
+    assert events["source_back"][1]["downtime_s"] >= stall
