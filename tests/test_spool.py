@@ -561,6 +561,25 @@ def test_a_clean_close_spills_what_is_owed_and_not_what_was_acked(tmp_path: Path
         assert deliver_all(outbox) == names(6, start=5)
 
 
+def test_a_refused_message_is_not_owed_even_once_on_disk(tmp_path: Path) -> None:
+    """The broker refused it (PUBACK 0x87): counted as refused, not delivered, and not replayed."""
+    clock = Clock()
+    with spool.DiskOutbox(tmp_path, spill_after=1.0, clock=clock) as outbox:
+        for n in range(1, 4):
+            outbox.append(msg(n))
+        mids = Mids()
+        sent = send(outbox, mids)
+        clock.now += 2
+        outbox.flush()  # all three spilled: the broker is slow
+        refused = outbox.refused(sent[1][0])
+        assert refused is not None and refused.payload == b"m2"
+        assert outbox.refused(sent[1][0]) is None  # once
+        assert outbox.acked(sent[0][0])
+        assert (outbox.delivered, outbox.refused_total) == (1, 1)
+    with spool.DiskOutbox(tmp_path) as outbox:
+        assert deliver_all(outbox) == [b"m3"]
+
+
 def test_negative_spill_window_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="spill_after"):
         spool.DiskOutbox(tmp_path, spill_after=-1)

@@ -34,6 +34,7 @@ class Message:
 
 class Outbox:
     durable = False  # True: what is owed survives a restart (DiskOutbox)
+    write_errors = 0  # DiskOutbox: writes that failed (disk full...): what they held is in memory only
 
     def __init__(self, max_messages: int = 10_000, max_bytes: int = 16 * 1024 * 1024) -> None:
         if max_messages < 1 or max_bytes < 1:

@@ -47,6 +47,7 @@ class OutboxLike(Protocol):
     dropped: int
     refused_total: int
     durable: bool
+    write_errors: int
 
     def __len__(self) -> int: ...
     def append(self, message: Message) -> int: ...
@@ -214,7 +215,7 @@ class Publisher:
         if not self.outbox.durable:
             log.warning("publisher: %d messages not delivered at shutdown (lost: the outbox is in memory; "
                         "set publish.spool_dir to keep them)", count)
-        elif getattr(self.outbox, "write_errors", 0):
+        elif self.outbox.write_errors:
             log.warning("publisher: %d messages not delivered at shutdown; the spool could not be written to "
                         "(see above), so some of them may be lost", count)
         else:
