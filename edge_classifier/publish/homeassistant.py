@@ -49,6 +49,7 @@ __all__ = [
     "DEFAULT_DISCOVERY_PREFIX",
     "ORIGIN_NAME",
     "birth_topic",
+    "device_topic",
     "discovery_messages",
     "is_birth",
     "migration_messages",
