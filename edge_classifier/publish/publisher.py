@@ -30,13 +30,13 @@ from edge_classifier.publish.connection import MqttConnection
 from edge_classifier.publish.outbox import Message, Outbox
 from edge_classifier.publish.payload import encode, event_payload, result_payload
 from edge_classifier.publish.policy import PublishPolicy
+from edge_classifier.publish.trouble import DeliveryTrouble
 
 __all__ = ["OutboxLike", "Publisher", "Topics"]
 
 log = logging.getLogger(__name__)
 
 _WINDOW = 64  # messages in flight at once (unacknowledged by the broker)
-_OVERFLOW_EVENT_EVERY = 10.0  # seconds between spool_overflow events while dropping
 # Events after which the retained state (Home Assistant discovery: the device's model) is stale.
 _STATE_EVENTS = frozenset({"model_swapped"})
 
@@ -111,11 +111,8 @@ class Publisher:
         self._classified_taken = 0  # what take_classified() reported so far, its caller only
         self._last_result: Message | None = None  # for Home Assistant after its restart
         self._latencies: collections.deque[float] = collections.deque(maxlen=10_000)
-        self._overflow_reported = float("-inf")
-        self._overflow_logged = float("-inf")
-        self._overflow_pending = 0  # dropped and not yet reported by an event
+        self._trouble = DeliveryTrouble()
         self._printed: list[str] = []  # stdout lines of this batch, written after the spool's flush
-        self._refusals: set[tuple[str, int]] = set()  # (topic, reason code) already logged
         if connection is not None:
             # Crossing: these are called from paho's network thread; they only enqueue.
             connection._on_connected = lambda: self._inbox.put(("connected", None))
@@ -204,22 +201,11 @@ class Publisher:
                     log.exception("publisher: sending failed")
                 if deadline is not None and (len(self.outbox) == 0 or time.monotonic() >= deadline):
                     if len(self.outbox):
-                        self._report_undelivered()
+                        self._trouble.undelivered(len(self.outbox), self.outbox.durable, self.outbox.write_errors)
                     return
         finally:
             self.outbox.flush()
             self._print()
-
-    def _report_undelivered(self) -> None:
-        count = len(self.outbox)
-        if not self.outbox.durable:
-            log.warning("publisher: %d messages not delivered at shutdown (lost: the outbox is in memory; "
-                        "set publish.spool_dir to keep them)", count)
-        elif self.outbox.write_errors:
-            log.warning("publisher: %d messages not delivered at shutdown; the spool could not be written to "
-                        "(see above), so some of them may be lost", count)
-        else:
-            log.info("publisher: %d messages not delivered yet: kept in the spool for the next start", count)
 
     def _print(self) -> None:
         """Write this batch's results to stdout (after the spool's flush; a result still within
@@ -260,15 +246,9 @@ class Publisher:
         code, reason = refusal
         message = self.outbox.refused(mid)
         topic = message.topic if message is not None else "(status or discovery)"
-        if (topic, code) in self._refusals:
-            return
-        self._refusals.add((topic, code))
-        log.error("MQTT broker refused a message on %s: %s (reason code 0x%02X); dropped, not retried "
-                  "(check the broker's ACL for this client; logged once per topic and reason)", topic, reason, code)
-        if message is not None and topic != self.topics.event:  # a refused event topic would refuse this too
-            self._send(self.topics.event, event_payload(self.device, "publish_refused", {
-                "topic": topic, "reason": reason, "reason_code": code,
-                "refused_total": self.outbox.refused_total}, time.time()), 1, False)
+        details = self._trouble.refused(topic, code, reason, self.outbox.refused_total)
+        if details and message is not None and topic != self.topics.event:  # a refused event topic would refuse it
+            self._send(self.topics.event, event_payload(self.device, "publish_refused", details, time.time()), 1, False)
             self.events += 1
 
     def _resend_last_result(self) -> None:
@@ -323,30 +303,16 @@ class Publisher:
             self._last_result = message
         dropped = self.outbox.append(message)
         if dropped:
-            self._overflow(dropped)
-
-    def _overflow(self, dropped: int) -> None:
-        """Count dropped messages; log at most every few seconds. The event goes out directly
-        once connected (see ``_report_overflow``): queued behind the backlog it would itself
-        be the next thing dropped."""
-        self._overflow_pending += dropped
-        now = time.monotonic()
-        if now - self._overflow_logged >= _OVERFLOW_EVENT_EVERY:
-            self._overflow_logged = now
-            log.warning("publisher: spool full, dropped the oldest undelivered messages (%d in all)",
-                        self.outbox.dropped)
+            self._trouble.dropped(dropped, self.outbox.dropped)
 
     def _report_overflow(self, connection: MqttConnection) -> None:
-        if not self._overflow_pending:
-            return
-        now = time.monotonic()
-        if now - self._overflow_reported < _OVERFLOW_EVENT_EVERY:
-            return
-        self._overflow_reported = now
-        count, self._overflow_pending = self._overflow_pending, 0
-        payload = event_payload(self.device, "spool_overflow", {"dropped": count, "dropped_total": self.outbox.dropped})
-        connection.publish(self.topics.event, encode(payload), 1, False)
-        self.events += 1
+        """The spool_overflow event goes out directly once connected: queued behind the backlog
+        it would itself be the next thing dropped."""
+        details = self._trouble.overflow_event(self.outbox.dropped)
+        if details is not None:
+            connection.publish(self.topics.event, encode(event_payload(self.device, "spool_overflow", details)), 1,
+                               False)
+            self.events += 1
 
     def _pump(self) -> None:
         """Hand pending messages to paho while connected and the window allows."""
