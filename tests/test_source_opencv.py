@@ -182,14 +182,22 @@ def test_http_mjpeg_silent_server_times_out(mjpeg: MjpegServer) -> None:
     assert "no frame for 0.5 s (stalled)" in reasons[0] and "source.stall_timeout" in reasons[0]
 
 
+class Watch:
+    """A capture's events, each with when it came (on_event is called from the capture thread)."""
+
+    def __init__(self) -> None:
+        self.lost, self.back = threading.Event(), threading.Event()
+        self.events: dict[str, tuple[float, dict[str, Any]]] = {}
+
+    def on_event(self, name: str, details: dict[str, Any]) -> None:
+        self.events[name] = (time.monotonic(), details)
+        {"source_lost": self.lost, "source_back": self.back}[name].set()
+
+
 def test_a_stall_is_noticed_within_the_stall_timeout_and_downtime_counts_from_the_last_frame(
         mjpeg: MjpegServer) -> None:
-    lost, back = threading.Event(), threading.Event()
-    events: dict[str, tuple[float, dict[str, Any]]] = {}
-
-    def on_event(name: str, details: dict[str, Any]) -> None:
-        events[name] = (time.monotonic(), details)
-        {"source_lost": lost, "source_back": back}[name].set()
+    watch = Watch()
+    lost, back, events, on_event = watch.lost, watch.back, watch.events, watch.on_event
 
     stall = 1.0
     source = OpenCVSource(mjpeg.url, name="web", read_timeout=stall, open_timeout=stall)
@@ -283,12 +291,8 @@ def rtsp() -> Any:
 def test_a_frozen_rtsp_camera_is_noticed_within_the_stall_timeout(rtsp: RtspServer) -> None:
     """A real RTSP server (gst-rtsp-server) that stops sending with its session open: FFmpeg's own
     read timeout would count three times over UDP; the stall guard notices at the stall timeout."""
-    lost, back = threading.Event(), threading.Event()
-    events: dict[str, tuple[float, dict[str, Any]]] = {}
-
-    def on_event(name: str, details: dict[str, Any]) -> None:
-        events[name] = (time.monotonic(), details)
-        {"source_lost": lost, "source_back": back}[name].set()
+    watch = Watch()
+    lost, back, events, on_event = watch.lost, watch.back, watch.events, watch.on_event
 
     stall = 2.0
     source = OpenCVSource(rtsp.url, name="door", read_timeout=stall, open_timeout=10)
