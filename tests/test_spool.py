@@ -618,7 +618,7 @@ def test_topics_and_flags_round_trip(tmp_path: Path) -> None:
 
 
 def random_ops(rng: random.Random) -> list[tuple[str, int]]:
-    kinds = ["append"] * 4 + ["send"] * 2 + ["ack"] * 3 + ["reconnected", "flush", "reopen", "tick"]
+    kinds = ["append"] * 4 + ["send"] * 2 + ["ack"] * 3 + ["reconnected", "flush", "reopen", "tick", "crash"]
     return [(rng.choice(kinds), rng.randrange(1000)) for _ in range(rng.randrange(80))]
 
 
@@ -628,7 +628,10 @@ def test_disk_outbox_behaves_as_the_outbox_and_recovers_what_is_owed(seed: int, 
     """Random operations on both (a model check, seeded so failures replay); at each reopen the
     spool holds exactly what is still owed: what was in flight or pending, in order (then
     bounded like any append). With the spill window, time moves by random steps, so some owed
-    messages are on disk and some not when acks, drops, rolls and reopens come."""
+    messages are on disk and some not when acks, drops, rolls and reopens come. At a crash (the
+    process dies: no flush, no close) what comes back is in order, and holds every owed message
+    that was due on disk: all of them without the window; with it, those a flush saw older than
+    the window, and those from before the last reopen."""
     for run in range(seed, seed + 30):
         rng = random.Random(run)
         try:
@@ -647,9 +650,15 @@ def check_against_the_model(ops: list[tuple[str, int]], max_messages: int, max_b
             return spool.DiskOutbox(Path(directory), segment_bytes=600, spill_after=3.0, clock=clock, **bounds)
         return DiskOutbox(Path(directory), segment_bytes=600, **bounds)
 
+    def number_of(message: Message) -> int:
+        return int(message.payload[1:].split(b".")[0])
+
     with tempfile.TemporaryDirectory() as directory:
         model = Outbox(**bounds)
         disk = open_disk(directory)
+        appended_at: dict[int, float] = {}
+        last_flush = float("-inf")
+        on_disk_up_to = 0  # every message up to this number was written by a clean close
         try:
             mids = Mids()
             inflight: dict[int, Message] = {}
@@ -658,6 +667,7 @@ def check_against_the_model(ops: list[tuple[str, int]], max_messages: int, max_b
                 if op == "append":
                     number += 1
                     message = msg(number, size=value % 300)
+                    appended_at[number] = clock.now
                     assert disk.append(message) == model.append(message)
                 elif op == "send":
                     for _ in range(1 + value % 8):
@@ -676,15 +686,32 @@ def check_against_the_model(ops: list[tuple[str, int]], max_messages: int, max_b
                 elif op == "reconnected":
                     model.reconnected()
                     disk.reconnected()
-                elif op == "flush":
+                elif op in ("flush", "tick"):
+                    clock.now += value % 7 if op == "tick" else 0
                     disk.flush()
-                elif op == "tick":
-                    clock.now += value % 7
-                    disk.flush()
+                    last_flush = clock.now
+                elif op == "crash":
+                    owed = sorted([*inflight.values(), *model._pending], key=number_of)
+                    due = [m for m in owed if not windowed or number_of(m) <= on_disk_up_to
+                           or last_flush - appended_at[number_of(m)] >= 3.0]
+                    disk._release()  # the process is gone: its files close, nothing more is written
+                    disk._closed = True
+                    disk = open_disk(directory)
+                    back = list(disk._pending)
+                    assert [number_of(m) for m in back] == sorted(number_of(m) for m in back)
+                    if not disk.dropped:
+                        assert not {m.payload for m in due} - {m.payload for m in back}, "an owed message is lost"
+                    model = Outbox(**bounds)
+                    inflight.clear()
+                    for message in back:
+                        model.append(message)
+                    model.dropped = disk.dropped
+                    on_disk_up_to = number  # all that came back is on disk again
                 else:
                     owed = sorted(inflight.values(), key=lambda m: int(m.payload[1:].split(b".")[0]))
                     owed += list(model._pending)  # the model's pending queue, in order
                     disk.close()
+                    on_disk_up_to = number
                     disk = open_disk(directory)
                     model = Outbox(**bounds)
                     inflight.clear()
