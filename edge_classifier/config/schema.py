@@ -119,6 +119,8 @@ class SourceConfig:
     flip: str = setting("none", "Mirror frames.", choices=("none", "horizontal", "vertical", "both"))
     roi: tuple[int, ...] = setting((), "Region of interest [x, y, width, height] in the rotated frame; "
                                    "empty means the whole frame.", check=_roi)
+    stall_timeout: float = setting(5.0, "opencv devices and streams: no frame for this many seconds means the "
+                                   "camera is lost (reopened).", minimum=0.1, maximum=3600)
     retry_initial: float = setting(0.5, "First wait in seconds before reopening a failed source.",
                                    minimum=0.01, maximum=3600)
     retry_max: float = setting(30.0, "Longest wait between reopen attempts (the backoff doubles up to it).",
@@ -227,11 +229,16 @@ class PublishConfig:
                              minimum=1, maximum=1000)
     spool_dir: str = setting("", "Keep undelivered messages on disk here (survives restarts and power "
                              "cuts); empty means in memory.")
-    spool_max_messages: int = setting(10000, "Undelivered messages kept at most (oldest dropped first).",
-                                      minimum=1)
+    spool_max_messages: int = setting(0, "Undelivered messages kept at most (oldest dropped first); 0 = "
+                                      "spool_max_seconds at the configured rate.", minimum=0)
+    spool_max_seconds: float = setting(600.0, "With spool_max_messages = 0: keep this many seconds of results at "
+                                       "source.fps (30 when 0), limited by min_interval.", minimum=1)
     spool_max_bytes: int = setting(16 * 1024 * 1024, "Undelivered bytes kept at most (oldest dropped first).",
                                    minimum=1024)
     stats_interval: float = setting(30.0, "Seconds between {prefix}/stats messages; 0 = none.", minimum=0)
+    spool_spill_after: float = setting(5.0, "Disk spool: write a message to disk only when the broker has not "
+                                       "acknowledged it within this many seconds (what a power cut can lose); "
+                                       "0 = write every message at once.", minimum=0, maximum=3600)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -248,6 +255,8 @@ class HomeAssistantConfig:
     enabled: bool = setting(False, "Publish Home Assistant MQTT discovery.")
     discovery_prefix: str = setting("homeassistant", "Home Assistant's discovery prefix.",
                                     check=_topic_prefix)
+    device_discovery: bool = setting(True, "One device-based discovery message (Home Assistant 2024.11+); "
+                                     "false: one per entity, for older versions.")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -40,6 +40,7 @@ def stats_since(daemon: Daemon, last: tuple[float, int, int], latencies: list[fl
         "device": daemon.config.device.id,
         "fps_in": round((frames - frames_then) / elapsed, 2),
         "fps_out": round((results - results_then) / elapsed, 2),
+        "fps_classified": round(daemon.publisher.take_classified() / elapsed, 2),
         "frames": frames,
         "results": results,
         "dropped": capture.dropped,
@@ -54,6 +55,7 @@ def stats_since(daemon: Daemon, last: tuple[float, int, int], latencies: list[fl
         "uptime_s": round(now - daemon.started, 1),
         "spool_depth": len(daemon.publisher.outbox),
         "spool_dropped": daemon.publisher.outbox.dropped,
+        "spool_refused": daemon.publisher.outbox.refused_total,
         "rss_mb": telemetry.rss_mb(),
         "cpu_temp_c": telemetry.cpu_temperature(),
     }
