@@ -48,7 +48,7 @@ threshold = -0.5
         "source.roi: must be empty or [x, y, width, height], not [1, 2]",
         "classify.threshold: must be >= 0, not -0.5",
         "nonsense: unknown key (known keys: device, source, model, classify, mqtt, publish, commands, "
-        "homeassistant, learn, sources)",
+        "homeassistant, learn, web, sources)",
     }
     assert set(lines[1:]) == expected
 

@@ -36,16 +36,20 @@ from edge_classifier.source.base import Frame
 # and object_id "must only consist of characters from the character class [a-zA-Z0-9_-]".
 TOPIC_RE = r"^{prefix}/(sensor)/(?:[a-zA-Z0-9_-]+/)?[a-zA-Z0-9_-]+/config$"
 
-# [SENSOR] configuration variables of an MQTT sensor (`platform` only in device-based discovery,
-# which we do not use); [MQTT] "Discovery payload" adds `origin` and the base topic `~`.
+# [SENSOR] configuration variables of an MQTT sensor (`platform` only in device-based discovery);
+# [MQTT] "Discovery payload" adds `origin` and the base topic `~`. `default_entity_id` replaced
+# `object_id` (HA 2025.10: "object_id is deprecated, use default_entity_id"); we must not send
+# the deprecated one.
 SENSOR_KEYS = frozenset({
     "availability", "availability_mode", "availability_template", "availability_topic", "device",
     "device_class", "enabled_by_default", "encoding", "entity_category", "entity_picture", "expire_after",
     "force_update", "icon", "json_attributes_template", "json_attributes_topic", "last_reset_value_template",
-    "name", "object_id", "options", "payload_available", "payload_not_available", "suggested_display_precision",
-    "qos", "state_class", "state_topic", "unique_id", "unit_of_measurement", "value_template",
-    "origin", "~",
+    "name", "default_entity_id", "options", "payload_available", "payload_not_available",
+    "suggested_display_precision", "qos", "state_class", "state_topic", "unique_id", "unit_of_measurement",
+    "value_template", "origin", "~",
 })
+# [SENSOR] default_entity_id: "for example sensor.foobar": the platform, a dot, a lower-case slug.
+DEFAULT_ENTITY_ID_RE = r"^sensor\.[a-z0-9_]+$"
 SENSOR_REQUIRED = frozenset({"state_topic"})  # [SENSOR] state_topic: required: true
 # [SENSOR] device: "Only works when unique_id is set. At least one of identifiers or connections
 # must be present to identify the device."
@@ -73,7 +77,7 @@ ABBREVIATIONS = {
     "en": "enabled_by_default", "ent_cat": "entity_category", "ent_pic": "entity_picture",
     "exp_aft": "expire_after", "frc_upd": "force_update", "ic": "icon", "json_attr_t": "json_attributes_topic",
     "json_attr_tpl": "json_attributes_template", "lrst_val_tpl": "last_reset_value_template", "o": "origin",
-    "obj_id": "object_id", "ops": "options", "pl_avail": "payload_available",
+    "ops": "options", "cmps": "components", "p": "platform", "pl_avail": "payload_available",
     "pl_not_avail": "payload_not_available", "stat_cla": "state_class", "stat_t": "state_topic",
     "sug_dsp_prc": "suggested_display_precision", "t": "topic", "uniq_id": "unique_id",
     "unit_of_meas": "unit_of_measurement", "val_tpl": "value_template",
@@ -148,15 +152,66 @@ def problems(message: Message, discovery_prefix: str = "homeassistant") -> list[
         found.append("options together with state_class or unit_of_measurement")
     if "last_reset_value_template" in config and config.get("state_class") != "total":
         found.append("last_reset_value_template without state_class total")
+    if "default_entity_id" in config and not re.match(DEFAULT_ENTITY_ID_RE, config["default_entity_id"]):
+        found.append(f"default_entity_id {config['default_entity_id']!r}")
+    return found
+
+
+# [MQTT] "Device discovery payload" (HA 2024.11+): topic <discovery_prefix>/device/<object_id>/config;
+# `device` (required, as above), `origin` (required for device-based discovery), `components`
+# (`cmps`, required): each keyed by a component id, with `platform` (`p`, required) and the
+# platform's options; a `unique_id` is required for each component. Options shared by all
+# components may sit at the top level: availability*, payload_(not_)available, state_topic,
+# command_topic, qos, encoding.
+DEVICE_TOPIC_RE = r"^{prefix}/device/[a-zA-Z0-9_-]+/config$"
+DEVICE_PAYLOAD_KEYS = frozenset({
+    "device", "origin", "components", "availability", "availability_mode", "availability_template",
+    "availability_topic", "payload_available", "payload_not_available", "state_topic", "command_topic", "qos",
+    "encoding", "~",
+})
+PLATFORMS = frozenset({"sensor"})  # the only platform we announce (HA supports many more)
+
+
+def device_problems(message: Message, discovery_prefix: str = "homeassistant") -> list[str]:
+    """Every way ``message`` breaks the documented schema of a device-based discovery message."""
+    found = []
+    if not re.match(DEVICE_TOPIC_RE.format(prefix=re.escape(discovery_prefix)), message.topic):
+        found.append(f"topic {message.topic!r}")
+    if not message.retain:
+        found.append("not retained")
+    raw = json.loads(message.payload)
+    if not isinstance(raw, dict):
+        return [*found, "payload is not a JSON object"]
+    config = expand(raw)
+    found += [f"unknown key {key!r}" for key in config.keys() - DEVICE_PAYLOAD_KEYS]
+    found += [f"missing {key!r}" for key in ("device", "origin", "components") if key not in config]
+    components = config.get("components")
+    if not isinstance(components, dict) or not components:
+        return [*found, "components is not a non-empty object"]
+    for key, component in components.items():
+        component = expand(component)
+        if not re.fullmatch(r"[a-zA-Z0-9_-]+", key):
+            found.append(f"component id {key!r}")
+        if component.get("platform") not in PLATFORMS:
+            found.append(f"{key}: platform {component.get('platform')!r}")
+        if "unique_id" not in component:
+            found.append(f"{key}: no unique_id")
+        # Checked as a single-component config with the shared device, origin and availability.
+        shared = {k: config[k] for k in ("device", "origin", "availability") if k in config}
+        single = {k: v for k, v in component.items() if k != "platform"} | shared
+        retained = Message(f"{discovery_prefix}/sensor/x/component/config", encode(single), 1, True)
+        found += [f"{key}: {problem}" for problem in problems(retained, discovery_prefix)]
     return found
 
 
 # --- what the daemon publishes ------------------------------------------------------------------
 
+# The per-entity layout (`device_discovery = false`); DEVICE_ARGS for the device-based default.
 ARGS: dict[str, Any] = {
     "device_id": "pi-kitchen", "prefix": "edge-classifier/pi-kitchen",
-    "model_name": "mobilenet_v2_1.0_224_quant", "sw_version": "0.1.0",
+    "model_name": "mobilenet_v2_1.0_224_quant", "sw_version": "0.1.0", "device_based": False,
 }
+DEVICE_ARGS = {**ARGS, "device_based": True}
 
 
 def configs(messages: list[Message]) -> dict[str, dict[str, Any]]:
@@ -176,7 +231,7 @@ def result(top: tuple[Prediction, ...]) -> bytes:
 
 
 CAT = (Prediction(286, "Egyptian cat", 0.84), Prediction(282, "tabby, tabby cat", 0.094))
-STATS = {"schema": 1, "device": "pi-kitchen", "fps_in": 15.02, "fps_out": 14.98, "dropped": 0,
+STATS = {"schema": 1, "device": "pi-kitchen", "fps_in": 15.02, "fps_out": 0.5, "fps_classified": 14.98, "dropped": 0,
          "inference_ms_p50": 3.21, "inference_ms_p95": 4.5, "accelerator": "edgetpu", "model": "m",
          "uptime_s": 12.5, "spool_depth": 0, "rss_mb": 80.1, "cpu_temp_c": None}
 
@@ -308,8 +363,8 @@ def test_removal_messages_are_empty_retained_and_on_the_same_topics() -> None:
         assert [m.topic for m in removed] == [m.topic for m in shown]
         assert all(m.payload == b"" and m.retain and m.qos == 1 for m in removed)
     # Only the device id and the discovery prefix matter: removal needs no model or version.
-    assert homeassistant.removal_messages(device_id="pi-kitchen", prefix="edge-classifier/pi-kitchen") \
-        == homeassistant.removal_messages(**ARGS)
+    assert homeassistant.removal_messages(device_id="pi-kitchen", prefix="edge-classifier/pi-kitchen",
+                                          device_based=False) == homeassistant.removal_messages(**ARGS)
 
 
 @pytest.mark.parametrize("device_id", ["pi.kitchen", "pi kitchen", "Küche", "a/b", "a+b#c", "x" * 3 + "$"])
@@ -345,3 +400,80 @@ def test_birth_message() -> None:
     assert homeassistant.is_birth(b"online\n")
     assert not homeassistant.is_birth(WILL)
     assert not homeassistant.is_birth(b"")
+
+
+# --- device-based discovery, entity ids, attributes -----------------------------------------------
+
+def test_device_based_discovery_is_one_message_that_conforms_to_the_documented_schema() -> None:
+    messages = homeassistant.discovery_messages(**DEVICE_ARGS)
+    assert len(messages) == 1
+    message = messages[0]
+    assert message.topic == "homeassistant/device/pi-kitchen/config"
+    assert device_problems(message) == []
+    assert message.qos == 1 and message.retain
+    custom = homeassistant.discovery_messages(**DEVICE_ARGS, discovery_prefix="ha/discovery", source_name="Door")
+    assert device_problems(custom[0], "ha/discovery") == []
+
+
+def test_the_device_schema_check_catches_what_it_is_meant_to() -> None:
+    bad = {"dev": {"name": "d"}, "cmps": {"a.b": {"p": "light", "stat_t": "x"}, "ok": {"stat_t": "y", "uniq_id": "u"}},
+           "bogus": 1}
+    found = device_problems(Message("homeassistant/device/a.b/config", json.dumps(bad).encode(), 1, False))
+    assert sorted(found) == sorted([
+        "topic 'homeassistant/device/a.b/config'", "not retained", "unknown key 'bogus'", "missing 'origin'",
+        "component id 'a.b'", "a.b: platform 'light'", "a.b: no unique_id", "ok: platform None",
+        "a.b: device without identifiers or connections", "a.b: device without unique_id",
+        "ok: device without identifiers or connections",
+    ])
+
+
+def test_both_layouts_announce_the_same_entities() -> None:
+    device = json.loads(homeassistant.discovery_messages(**DEVICE_ARGS)[0].payload)
+    entities = configs(homeassistant.discovery_messages(**ARGS))
+    assert set(device["components"]) == set(entities)
+    for key, component in device["components"].items():
+        assert component.pop("platform") == "sensor"
+        single = {k: v for k, v in entities[key].items() if k not in ("device", "origin", "availability")}
+        assert component == single
+    for key in ("device", "origin", "availability"):
+        assert device[key] == entities["label"][key]
+
+
+def test_default_entity_ids_replace_object_id_and_are_valid_and_unique() -> None:
+    for device_id in ("pi-kitchen", "Pi Kitchen #2"):
+        found = configs(homeassistant.discovery_messages(**{**ARGS, "device_id": device_id}))
+        ids = [config["default_entity_id"] for config in found.values()]
+        assert all(re.match(DEFAULT_ENTITY_ID_RE, entity_id) for entity_id in ids), ids
+        assert len(set(ids)) == len(ids)
+        assert not any("object_id" in config for config in found.values())
+    assert configs(homeassistant.discovery_messages(**ARGS))["label"]["default_entity_id"] == "sensor.pi_kitchen_label"
+
+
+def test_label_attributes_change_only_with_what_a_person_cares_about() -> None:
+    """HA's recorder writes a row whenever state or attributes change: frame, ts and latency
+    (new every frame) must not be attributes."""
+    label = configs(homeassistant.discovery_messages(**ARGS))["label"]
+    template = label["json_attributes_template"]
+    first = json.loads(render(template, result(CAT)))
+    later = json.loads(result(CAT))
+    later.update(frame=99999, ts="2030-01-01T00:00:00.000Z", latency_ms={"inference": 9.9, "total": 99.0})
+    assert json.loads(render(template, encode(later))) == first == {"source": "cam0",
+                                                                    "model": "mobilenet_v2_1.0_224_quant"}
+    swapped = {**later, "model": {**later["model"], "name": "efficientnet"}}
+    assert json.loads(render(template, encode(swapped)))["model"] == "efficientnet"
+
+
+def test_fps_classified_is_frames_classified_not_results_published() -> None:
+    sensor = configs(homeassistant.discovery_messages(**ARGS))["fps_out"]
+    assert sensor["name"] == "FPS classified"
+    assert float(render(sensor["value_template"], json.dumps(STATS).encode())) == STATS["fps_classified"]
+
+
+def test_migration_messages_hand_the_entities_over_between_layouts() -> None:
+    to_device = homeassistant.migration_messages(device_id="pi-kitchen")
+    assert [m.topic for m in to_device] == [m.topic for m in homeassistant.discovery_messages(**ARGS)]
+    assert {m.payload for m in to_device} == {b'{"migrate_discovery":true}'}
+    back = homeassistant.migration_messages(device_id="pi-kitchen", from_device_based=True)
+    assert [m.topic for m in back] == ["homeassistant/device/pi-kitchen/config"]
+    removed = homeassistant.removal_messages(**DEVICE_ARGS)
+    assert [(m.topic, m.payload, m.retain) for m in removed] == [("homeassistant/device/pi-kitchen/config", b"", True)]

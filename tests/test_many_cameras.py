@@ -135,3 +135,41 @@ def test_change_mode_compares_a_camera_with_itself(tmp_path, broker):
         probe.publish("cams/c/image", jpeg(100), qos=1)
         # c's first result is published; a's repeat, classified before it, was not.
         assert json.loads(probe.expect(f"{PREFIX}/result", timeout=20).payload)["source"] == "cams/c/image"
+
+
+def test_two_mqtt_sources_each_with_its_own_client(tmp_path, broker):
+    """In [[sources]] each mqtt source has its own client id (one id twice: the broker would
+    throw one off for the other, forever); a wildcard's frames report their topic."""
+    path = write_config(tmp_path / "config.toml", f"""
+[device]
+id = "manycams"
+[[sources]]
+name = "cams"
+kind = "mqtt"
+uri = "cams/+/image"
+[[sources]]
+name = "esp"
+kind = "mqtt"
+uri = "esp/door"
+[model]
+path = "{DEMO_MODEL}"
+accelerator = "cpu"
+[mqtt]
+host = "127.0.0.1"
+port = {broker.port}
+client_id = "multi"
+[publish]
+stats_interval = 0
+""")
+    with Probe(broker.host, broker.port) as probe, DaemonProcess("-c", str(path)):
+        probe.subscribe(f"{PREFIX}/status", f"{PREFIX}/result", f"{PREFIX}/source/+/result")
+        online(probe)
+        probe.publish("cams/yard/image", jpeg(50), qos=1)
+        probe.publish("esp/door", jpeg(90), qos=1)
+        sources = {json.loads(probe.expect(f"{PREFIX}/result", timeout=20).payload)["source"] for _ in range(2)}
+        assert sources == {"cams/yard/image", "esp"}
+        topics = {probe.expect(f"{PREFIX}/source/+/result", timeout=20).topic for _ in range(2)}
+        assert topics == {f"{PREFIX}/source/cams_yard_image/result", f"{PREFIX}/source/esp/result"}
+        state = status(probe)
+        assert state["inputs"]["cams"]["received"] == 1 and state["inputs"]["esp"]["received"] == 1
+    assert "multi-source-cams" in broker.log_text() and "multi-source-esp" in broker.log_text()

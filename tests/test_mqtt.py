@@ -20,7 +20,7 @@ SMALL = model("mobilenet_v1_0.25_128_quant")
 PREFIX = "edge-classifier/testpi"
 
 
-def config_text(folder, port, *, loop=True, fps=0.0, mqtt="", extra="", model_path=SMALL) -> str:
+def config_text(folder, port, *, loop=True, fps=0.0, mqtt="", extra="", model_path=SMALL, model_dir="") -> str:
     return f"""
 [device]
 id = "testpi"
@@ -32,6 +32,7 @@ fps = {fps}
 [model]
 path = "{model_path}"
 accelerator = "cpu"
+{f'dir = "{model_dir}"' if model_dir else ""}
 [classify]
 top_k = 2
 threshold = 0.0
@@ -214,10 +215,11 @@ def test_broker_outage_mid_stream_loses_nothing(tmp_path, make_broker, pictures)
 
 
 def test_disk_spool_survives_sigkill(tmp_path, make_broker, pictures):
+    """With spool_spill_after = 0 every result is on disk before it is printed."""
     port = free_port()
     spool = tmp_path / "spool"
     config = write_config(tmp_path / "config.toml", config_text(
-        pictures, port, fps=50, extra=f'[publish]\nspool_dir = "{spool}"'))
+        pictures, port, fps=50, extra=f'[publish]\nspool_dir = "{spool}"\nspool_spill_after = 0'))
     # First run: no broker at all; results are spooled to disk, then the daemon is killed.
     with DaemonProcess("-c", str(config), "--stdout") as first:
         spooled = [first.next_result(30) for _ in range(40)]
@@ -447,8 +449,11 @@ def test_change_mode_publishes_label_changes_only(tmp_path, broker):
 # --- Home Assistant discovery ------------------------------------------------------------------
 
 def test_home_assistant_discovery_before_online_and_again_on_birth(tmp_path, broker, pictures):
+    store = tmp_path / "store"
+    store.mkdir()
     config = write_config(tmp_path / "config.toml", config_text(
-        pictures, broker.port, fps=10, extra="[homeassistant]\nenabled = true"))
+        pictures, broker.port, fps=10, extra="[homeassistant]\nenabled = true", model_dir=store))
+    device_topic = "homeassistant/device/testpi/config"
     with Probe(broker.host, broker.port) as probe:
         probe.subscribe("homeassistant/#", f"{PREFIX}/status")
         with DaemonProcess("-c", str(config)) as daemon:
@@ -458,18 +463,22 @@ def test_home_assistant_discovery_before_online_and_again_on_birth(tmp_path, bro
                 seen.append(message)
                 if message.topic == f"{PREFIX}/status":
                     break
-            configs = [m for m in seen if m.topic.endswith("/config")]
-            assert len(configs) == 5  # label, score, fps, inference, accelerator: all before `online`
-            with Probe(broker.host, broker.port) as late:  # retained: a late Home Assistant finds them
+            # All before `online`: the first start migrates from the per-entity layout an older
+            # release used (migrate, then the device config, then the old topics cleared).
+            configs = [m for m in seen if m.topic == device_topic]
+            assert len(configs) == 1
+            old = [m for m in seen if m.topic.startswith("homeassistant/sensor/")]
+            assert {m.payload for m in old} == {b'{"migrate_discovery":true}', b""}
+            with Probe(broker.host, broker.port) as late:  # retained: a late Home Assistant finds it
                 late.subscribe("homeassistant/#")
-                assert {m.topic for m in late.collect(5, timeout=10) if m.retain} == {m.topic for m in configs}
-            label = next(json.loads(m.payload) for m in configs if m.topic.endswith("/label/config"))
+                assert late.expect("homeassistant/#", timeout=10).topic == device_topic
+            discovery = json.loads(configs[0].payload)
+            label = discovery["components"]["label"]
             assert label["state_topic"] == f"{PREFIX}/result"
-            assert label["availability"][0]["topic"] == f"{PREFIX}/status"
-            assert label["device"]["identifiers"] == ["edge-classifier_testpi"]
+            assert discovery["availability"][0]["topic"] == f"{PREFIX}/status"
+            assert discovery["device"]["identifiers"] == ["edge-classifier_testpi"]
             # Home Assistant restarts and says so: the discovery comes again.
             probe.publish("homeassistant/status", b"online", qos=1)
-            again = [probe.expect("homeassistant/sensor/#", timeout=10) for _ in range(5)]
-            assert {m.topic for m in again} == {m.topic for m in configs}
+            assert probe.expect(device_topic, timeout=10).payload == configs[0].payload
             daemon.signal(signal.SIGTERM)
             assert daemon.wait(10) == 0

@@ -3,20 +3,30 @@ server on 127.0.0.1 that is stopped and restarted under a running Capture."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 import pytest
+from support.broker import free_port
 from support.mjpeg import MjpegServer
+from support.rtsp import RtspServer
 from support.sources import read_all
 
 from edge_classifier.config.schema import MqttConfig, SourceConfig
 from edge_classifier.errors import SourceError
 from edge_classifier.source import Capture, Frame, open_source
 from edge_classifier.source.opencv import OpenCVSource, parse_uri
+from edge_classifier.source.stall import StalledError, StallGuard
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def write_video(path: Path, values: list[int]) -> None:
@@ -169,4 +179,133 @@ def test_http_mjpeg_silent_server_times_out(mjpeg: MjpegServer) -> None:
         assert capture.get(timeout=5) is not None
         mjpeg.stalled.set()
         assert lost.wait(5)
-    assert "cannot read a frame" in reasons[0]
+    assert "no frame for 0.5 s (stalled)" in reasons[0] and "source.stall_timeout" in reasons[0]
+
+
+class Watch:
+    """A capture's events, each with when it came (on_event is called from the capture thread)."""
+
+    def __init__(self) -> None:
+        self.lost, self.back = threading.Event(), threading.Event()
+        self.events: dict[str, tuple[float, dict[str, Any]]] = {}
+
+    def on_event(self, name: str, details: dict[str, Any]) -> None:
+        self.events[name] = (time.monotonic(), details)
+        {"source_lost": self.lost, "source_back": self.back}[name].set()
+
+
+def test_a_stall_is_noticed_within_the_stall_timeout_and_downtime_counts_from_the_last_frame(
+        mjpeg: MjpegServer) -> None:
+    watch = Watch()
+    lost, back, events, on_event = watch.lost, watch.back, watch.events, watch.on_event
+
+    stall = 1.0
+    source = OpenCVSource(mjpeg.url, name="web", read_timeout=stall, open_timeout=stall)
+    with Capture(source, on_event=on_event, retry_initial=0.05, retry_max=0.2) as capture:
+        assert capture.get(timeout=5) is not None
+        mjpeg.stalled.set()
+        stalled_at = time.monotonic()
+        while not lost.wait(0.01):
+            capture.get(timeout=0.01)  # the frames sent before the stall
+        noticed = events["source_lost"][0] - stalled_at
+        assert noticed < stall + 1.0, f"noticed {noticed:.2f} s after the stall"
+        mjpeg.stalled.clear()
+        assert back.wait(10)
+    downtime = events["source_back"][1]["downtime_s"]
+    # Without frames from before the stall was noticed until after it was over.
+    assert downtime >= stall
+    assert downtime >= events["source_back"][0] - stalled_at - 0.2
+
+
+def test_native_opencv_and_ffmpeg_lines_are_silenced(tmp_path: Path) -> None:
+    """A refused stream makes OpenCV print `[ WARN:0@...] global cap.cpp ...` and FFmpeg
+    `[tcp @ 0x...] Connection ... refused` on stderr at every try: nothing of that is left."""
+    code = textwrap.dedent("""
+        import sys
+        from edge_classifier.errors import SourceError
+        from edge_classifier.source.opencv import OpenCVSource
+        source = OpenCVSource(sys.argv[1], name="gone", open_timeout=0.5, read_timeout=0.5)
+        for _ in range(3):
+            try:
+                source.open()
+            except SourceError as exc:
+                print(exc)
+    """)
+    child = subprocess.run([sys.executable, "-c", code, f"http://127.0.0.1:{free_port()}/x.mjpg"], cwd=REPO,
+                           env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=60)
+    assert child.stdout.count("cannot open stream") == 3, child.stdout
+    assert child.stderr == "", child.stderr
+
+
+def test_the_stall_guard_gives_up_and_the_stuck_capture_is_released_by_its_reader() -> None:
+    """The guard around any blocking read (a V4L2 camera that froze blocks cap.read() for good)."""
+    unblock, released = threading.Event(), threading.Event()
+    threads: list[str] = []
+
+    def read() -> tuple[bool, None]:
+        unblock.wait(10)
+        return True, None
+
+    def release() -> None:
+        threads.append(threading.current_thread().name)
+        released.set()
+
+    guard = StallGuard(read, release, name="cam0", timeout=0.2)
+    started = time.monotonic()
+    with pytest.raises(StalledError, match=r"no frame for 0\.2 s"):
+        guard.read()
+    assert time.monotonic() - started < 2
+    guard.close()
+    assert not released.is_set()  # still inside the read: not released under it
+    unblock.set()
+    assert released.wait(5)
+    assert threads == ["opencv-read-cam0"]
+
+
+def test_the_stall_guard_passes_reads_and_errors_through_and_closes() -> None:
+    released = threading.Event()
+    values = iter([(True, "a"), ValueError("driver")])
+
+    def read() -> Any:
+        value = next(values)
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    guard = StallGuard(read, released.set, name="cam1", timeout=2)
+    assert guard.read() == (True, "a")
+    with pytest.raises(ValueError, match="driver"):
+        guard.read()
+    guard.close()
+    guard.close()
+    assert released.is_set()
+
+
+@pytest.fixture
+def rtsp() -> Any:
+    server = RtspServer().start()
+    yield server
+    server.close()
+
+
+def test_a_frozen_rtsp_camera_is_noticed_within_the_stall_timeout(rtsp: RtspServer) -> None:
+    """A real RTSP server (gst-rtsp-server) that stops sending with its session open: FFmpeg's own
+    read timeout would count three times over UDP; the stall guard notices at the stall timeout."""
+    watch = Watch()
+    lost, back, events, on_event = watch.lost, watch.back, watch.events, watch.on_event
+
+    stall = 2.0
+    source = OpenCVSource(rtsp.url, name="door", read_timeout=stall, open_timeout=10)
+    with Capture(source, on_event=on_event, retry_initial=0.1, retry_max=0.5) as capture:
+        assert capture.get(timeout=20) is not None
+        rtsp.stall()
+        stalled_at = time.monotonic()
+        while not lost.wait(0.01):
+            capture.get(timeout=0.01)
+        noticed = events["source_lost"][0] - stalled_at
+        assert noticed < stall + 1.5, f"noticed {noticed:.2f} s after the camera froze"
+        assert "stalled" in events["source_lost"][1]["reason"]
+        rtsp.resume()
+        assert back.wait(20)
+        assert capture.get(timeout=10) is not None
+    assert events["source_back"][1]["downtime_s"] >= stall

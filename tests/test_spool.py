@@ -17,13 +17,21 @@ from pathlib import Path
 
 import pytest
 
+from edge_classifier.publish import spool
 from edge_classifier.publish.outbox import Message, Outbox
-from edge_classifier.publish.spool import DiskOutbox
 
 REPO = Path(__file__).resolve().parents[1]
 TOPIC = "edge-classifier/testpi/result"
 
 MakeOutbox = Callable[..., Outbox]
+
+
+class DiskOutbox(spool.DiskOutbox):
+    """The spool writing every message as it is appended (``spill_after = 0``): most tests
+    below are about what is on disk and how it comes back; the spill window has its own."""
+
+    def __init__(self, directory: Path, *args: int, spill_after: float = 0.0, **options: float) -> None:
+        super().__init__(directory, *args, spill_after=spill_after, **options)  # type: ignore[arg-type]
 
 
 def msg(number: int, size: int = 0, qos: int = 1) -> Message:
@@ -68,14 +76,15 @@ def names(count: int, start: int = 1) -> list[bytes]:
     return [f"m{n}".encode() for n in range(start, start + count)]
 
 
-@pytest.fixture(params=["memory", "disk"])
+@pytest.fixture(params=["memory", "disk", "disk-windowed"])
 def make_outbox(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeOutbox]:
-    opened: list[DiskOutbox] = []
+    opened: list[spool.DiskOutbox] = []
 
     def factory(**bounds: int) -> Outbox:
         if request.param == "memory":
             return Outbox(**bounds)
-        outbox = DiskOutbox(tmp_path / f"spool-{len(opened)}", **bounds)
+        kind = DiskOutbox if request.param == "disk" else spool.DiskOutbox
+        outbox = kind(tmp_path / f"spool-{len(opened)}", **bounds)
         opened.append(outbox)
         return outbox
 
@@ -284,7 +293,7 @@ from pathlib import Path
 from edge_classifier.publish.outbox import Message
 from edge_classifier.publish.spool import DiskOutbox
 
-outbox = DiskOutbox(Path(sys.argv[1]))
+outbox = DiskOutbox(Path(sys.argv[1]), spill_after=0)
 mid = 0
 for n in range(1, 1001):
     outbox.append(Message("edge-classifier/testpi/result", f"m{n}".encode(), 1))
@@ -436,6 +445,146 @@ def test_disk_use_stays_bounded_while_in_flight_messages_wait(tmp_path: Path) ->
     assert [mid for mid, _ in stuck] == [1, 2]
 
 
+# --- the spill window: only what is at risk touches the disk ----------------------------------
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def spool_bytes(directory: Path) -> int:
+    return sum(path.stat().st_size for path in segments(directory))
+
+
+def record_bytes(message: Message) -> int:
+    """A message's size on disk: 12 bytes of record head, 12 of message head, topic, payload."""
+    return 24 + len(message.topic.encode()) + len(message.payload)
+
+
+def test_messages_acked_within_the_window_never_touch_the_disk(tmp_path: Path) -> None:
+    """Broker up: 10,000 results acknowledged within the window; not one byte more on disk
+    (counted at the file layer, so it holds on tmpfs too) than the checkpoint written at open."""
+    clock = Clock()
+    with spool.DiskOutbox(tmp_path, spill_after=2.0, clock=clock) as outbox:
+        opened = spool_bytes(tmp_path)
+        mids = Mids()
+        for batch in range(1000):
+            for n in range(10):
+                outbox.append(msg(batch * 10 + n, size=300))
+            for mid, _ in send(outbox, mids, window=64):
+                outbox.acked(mid)
+            clock.now += 0.1  # 100 results a second, each acked in its batch
+            outbox.flush()
+        assert outbox.delivered == 10_000
+        assert spool_bytes(tmp_path) == opened
+    assert spool_bytes(tmp_path) == opened  # a clean close with nothing owed writes nothing either
+
+
+def test_broker_down_writes_each_message_once_with_little_framing(tmp_path: Path) -> None:
+    """Broker down: every message is written once, in batches, plus a checkpoint per batch at most."""
+    clock = Clock()
+    messages = [msg(n, size=300) for n in range(1000)]
+    with spool.DiskOutbox(tmp_path, spill_after=2.0, clock=clock) as outbox:
+        opened = spool_bytes(tmp_path)
+        for n, message in enumerate(messages):
+            outbox.append(message)
+            if n % 10 == 9:
+                clock.now += 0.1
+                outbox.flush()
+    written = spool_bytes(tmp_path) - opened  # the clean close wrote the newest ones
+    assert outbox.dropped == 0
+    records = sum(map(record_bytes, messages))  # the results, their topic and 24 bytes of framing each
+    assert records <= written <= records + 1024, f"{written} bytes on disk for {records} bytes of records"
+    with spool.DiskOutbox(tmp_path) as again:
+        assert deliver_all(again) == [message.payload for message in messages]
+
+
+def test_only_messages_older_than_the_window_are_spilled_then_all_owed_at_once(tmp_path: Path) -> None:
+    clock = Clock()
+    with spool.DiskOutbox(tmp_path, spill_after=5.0, clock=clock) as outbox:
+        opened = spool_bytes(tmp_path)
+        outbox.append(msg(1))
+        clock.now += 3
+        outbox.append(msg(2))
+        send(outbox, Mids(), count=1)  # m1 in flight, no ack: the broker is slow
+        outbox.flush()
+        assert spool_bytes(tmp_path) == opened  # nothing is 5 s old yet
+        clock.now += 2
+        outbox.flush()
+        # m1 is 5 s old: it and the younger m2 go in one batch, with a checkpoint
+        assert spool_bytes(tmp_path) - opened >= record_bytes(msg(1)) + record_bytes(msg(2))
+
+
+WINDOW_CHILD = """
+import os, signal, sys
+from pathlib import Path
+from edge_classifier.publish.outbox import Message
+from edge_classifier.publish.spool import DiskOutbox
+
+now = [0.0]
+outbox = DiskOutbox(Path(sys.argv[1]), spill_after=5.0, clock=lambda: now[0])
+for n in range(1, 61):
+    outbox.append(Message("edge-classifier/testpi/result", f"m{n}".encode(), 1))
+    if n == 50:  # the broker has been away for 6 s: m1..m50 are spilled and synced
+        now[0] = 6.0
+        outbox.flush()
+os.kill(os.getpid(), signal.SIGKILL)  # m51..m60 are younger than the window: in memory only
+"""
+
+
+def test_a_crash_loses_only_what_is_younger_than_the_window(tmp_path: Path) -> None:
+    child = subprocess.run([sys.executable, "-c", textwrap.dedent(WINDOW_CHILD), str(tmp_path)], cwd=REPO,
+                           env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                           timeout=60)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    with spool.DiskOutbox(tmp_path) as outbox:
+        assert deliver_all(outbox) == names(50)
+
+
+def test_a_clean_close_spills_what_is_owed_and_not_what_was_acked(tmp_path: Path) -> None:
+    clock = Clock()
+    with spool.DiskOutbox(tmp_path, spill_after=5.0, clock=clock) as outbox:
+        for n in range(1, 11):
+            outbox.append(msg(n))
+        mids = Mids()
+        for mid, _ in send(outbox, mids, count=4):
+            outbox.acked(mid)
+        send(outbox, mids, count=2)  # m5, m6 in flight at shutdown
+    with spool.DiskOutbox(tmp_path) as outbox:
+        assert outbox.recovered == 6
+        assert deliver_all(outbox) == names(6, start=5)
+
+
+def test_a_refused_message_is_not_owed_even_once_on_disk(tmp_path: Path) -> None:
+    """The broker refused it (PUBACK 0x87): counted as refused, not delivered, and not replayed."""
+    clock = Clock()
+    with spool.DiskOutbox(tmp_path, spill_after=1.0, clock=clock) as outbox:
+        for n in range(1, 4):
+            outbox.append(msg(n))
+        mids = Mids()
+        sent = send(outbox, mids)
+        clock.now += 2
+        outbox.flush()  # all three spilled: the broker is slow
+        refused = outbox.refused(sent[1][0])
+        assert refused is not None and refused.payload == b"m2"
+        assert outbox.refused(sent[1][0]) is None  # once
+        assert outbox.acked(sent[0][0])
+        assert (outbox.delivered, outbox.refused_total) == (1, 1)
+    with spool.DiskOutbox(tmp_path) as outbox:
+        assert deliver_all(outbox) == [b"m3"]
+
+
+def test_negative_spill_window_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="spill_after"):
+        spool.DiskOutbox(tmp_path, spill_after=-1)
+
+
 def test_one_process_per_spool(tmp_path: Path) -> None:
     with DiskOutbox(tmp_path), pytest.raises(OSError, match="in use"):
         DiskOutbox(tmp_path)
@@ -469,28 +618,47 @@ def test_topics_and_flags_round_trip(tmp_path: Path) -> None:
 
 
 def random_ops(rng: random.Random) -> list[tuple[str, int]]:
-    kinds = ["append"] * 4 + ["send"] * 2 + ["ack"] * 3 + ["reconnected", "flush", "reopen"]
+    kinds = ["append"] * 4 + ["send"] * 2 + ["ack"] * 3 + ["reconnected", "flush", "reopen", "tick", "crash"]
     return [(rng.choice(kinds), rng.randrange(1000)) for _ in range(rng.randrange(80))]
 
 
+@pytest.mark.parametrize("windowed", [False, True], ids=["at-once", "spill-window"])
 @pytest.mark.parametrize("seed", range(0, 300, 30))
-def test_disk_outbox_behaves_as_the_outbox_and_recovers_what_is_owed(seed: int) -> None:
+def test_disk_outbox_behaves_as_the_outbox_and_recovers_what_is_owed(seed: int, windowed: bool) -> None:
     """Random operations on both (a model check, seeded so failures replay); at each reopen the
     spool holds exactly what is still owed: what was in flight or pending, in order (then
-    bounded like any append)."""
+    bounded like any append). With the spill window, time moves by random steps, so some owed
+    messages are on disk and some not when acks, drops, rolls and reopens come. At a crash (the
+    process dies: no flush, no close) what comes back is in order, and holds every owed message
+    that was due on disk: all of them without the window; with it, those a flush saw older than
+    the window, and those from before the last reopen."""
     for run in range(seed, seed + 30):
         rng = random.Random(run)
         try:
-            check_against_the_model(random_ops(rng), rng.randint(1, 12), rng.randint(1, 2000))
+            check_against_the_model(random_ops(rng), rng.randint(1, 12), rng.randint(1, 2000), windowed)
         except AssertionError as exc:
             raise AssertionError(f"random run {run}: {exc}") from exc
 
 
-def check_against_the_model(ops: list[tuple[str, int]], max_messages: int, max_bytes: int) -> None:
+def check_against_the_model(ops: list[tuple[str, int]], max_messages: int, max_bytes: int,
+                            windowed: bool = False) -> None:
     bounds = {"max_messages": max_messages, "max_bytes": max_bytes}
+    clock = Clock()
+
+    def open_disk(directory: str) -> spool.DiskOutbox:
+        if windowed:
+            return spool.DiskOutbox(Path(directory), segment_bytes=600, spill_after=3.0, clock=clock, **bounds)
+        return DiskOutbox(Path(directory), segment_bytes=600, **bounds)
+
+    def number_of(message: Message) -> int:
+        return int(message.payload[1:].split(b".")[0])
+
     with tempfile.TemporaryDirectory() as directory:
         model = Outbox(**bounds)
-        disk = DiskOutbox(Path(directory), segment_bytes=600, **bounds)
+        disk = open_disk(directory)
+        appended_at: dict[int, float] = {}
+        last_flush = float("-inf")
+        on_disk_up_to = 0  # every message up to this number was written by a clean close
         try:
             mids = Mids()
             inflight: dict[int, Message] = {}
@@ -499,6 +667,7 @@ def check_against_the_model(ops: list[tuple[str, int]], max_messages: int, max_b
                 if op == "append":
                     number += 1
                     message = msg(number, size=value % 300)
+                    appended_at[number] = clock.now
                     assert disk.append(message) == model.append(message)
                 elif op == "send":
                     for _ in range(1 + value % 8):
@@ -517,13 +686,33 @@ def check_against_the_model(ops: list[tuple[str, int]], max_messages: int, max_b
                 elif op == "reconnected":
                     model.reconnected()
                     disk.reconnected()
-                elif op == "flush":
+                elif op in ("flush", "tick"):
+                    clock.now += value % 7 if op == "tick" else 0
                     disk.flush()
+                    last_flush = clock.now
+                elif op == "crash":
+                    owed = sorted([*inflight.values(), *model._pending], key=number_of)
+                    due = [m for m in owed if not windowed or number_of(m) <= on_disk_up_to
+                           or last_flush - appended_at[number_of(m)] >= 3.0]
+                    disk._release()  # the process is gone: its files close, nothing more is written
+                    disk._closed = True
+                    disk = open_disk(directory)
+                    back = list(disk._pending)
+                    assert [number_of(m) for m in back] == sorted(number_of(m) for m in back)
+                    if not disk.dropped:
+                        assert not {m.payload for m in due} - {m.payload for m in back}, "an owed message is lost"
+                    model = Outbox(**bounds)
+                    inflight.clear()
+                    for message in back:
+                        model.append(message)
+                    model.dropped = disk.dropped
+                    on_disk_up_to = number  # all that came back is on disk again
                 else:
                     owed = sorted(inflight.values(), key=lambda m: int(m.payload[1:].split(b".")[0]))
                     owed += list(model._pending)  # the model's pending queue, in order
                     disk.close()
-                    disk = DiskOutbox(Path(directory), segment_bytes=600, **bounds)
+                    on_disk_up_to = number
+                    disk = open_disk(directory)
                     model = Outbox(**bounds)
                     inflight.clear()
                     for message in owed:

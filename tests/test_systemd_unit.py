@@ -80,7 +80,6 @@ def test_unit_has_the_documented_settings() -> None:
         "User": "edge-classifier",
         "StateDirectory": "edge-classifier",
         "ConfigurationDirectory": "edge-classifier",
-        "LoadCredential": "mqtt-password:/etc/edge-classifier/mqtt-password",
         "ProtectSystem": "strict",
         "CapabilityBoundingSet": "",
         "DevicePolicy": "closed",
@@ -88,6 +87,9 @@ def test_unit_has_the_documented_settings() -> None:
     for key, value in expected.items():
         assert d.get(key) == [value], key
     assert "EDGE_CLASSIFIER_CONFIG=/etc/edge-classifier/config.toml" in d["Environment"]
+    assert d["LoadCredential"] == ["mqtt-password:/etc/edge-classifier/mqtt-password",
+                                   "web-password:/etc/edge-classifier/web-password"]
+    assert d["SetCredential"] == ["mqtt-password:\\n", "web-password:\\n"]  # missing files are not fatal
     assert set(d["SupplementaryGroups"][0].split()) == {"video", "plugdev", "apex"}
     assert "StartLimitBurst" in d and "StartLimitIntervalSec" in d
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -35,7 +36,28 @@ def file_problems(config: Config) -> list[str]:
             problems.append(f"mqtt.tls.{key}: {value}: file not found")
     if config.mqtt.password_file and not Path(config.mqtt.password_file).is_file():
         problems.append(f"mqtt.password_file: {config.mqtt.password_file}: file not found")
+    if config.web.enabled:
+        problems.extend(_web_problems(config))
     return problems
+
+
+def _web_problems(config: Config) -> list[str]:
+    """As the daemon will check at start: not loopback needs a password. Run outside systemd,
+    the file the unit hands over as the credential counts (it may be readable by root only)."""
+    from edge_classifier.web.auth import UNIT_CREDENTIAL, open_gate
+
+    environ = os.environ
+    if not environ.get("CREDENTIALS_DIRECTORY") and not config.web.password_file and not config.web.password:
+        try:
+            if UNIT_CREDENTIAL.stat().st_size > 1:  # more than the unit's "\n" fallback
+                return []
+        except OSError:
+            pass
+    try:
+        open_gate(config.web, environ)
+    except ConfigError as exc:
+        return list(exc.problems)
+    return []
 
 
 def run(args: argparse.Namespace) -> int:

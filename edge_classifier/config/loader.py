@@ -92,6 +92,8 @@ def _cross_checks(config: Config) -> list[str]:
         problems.append("mqtt.password: give password or password_file, not both")
     if (mqtt.password or mqtt.password_file) and not mqtt.username:
         problems.append("mqtt.username: a password needs a username")
+    if config.web.password and config.web.password_file:
+        problems.append("web.password: give password or password_file, not both")
     overlap = set(config.classify.allow) & set(config.classify.deny)
     if overlap:
         problems.append(f"classify.deny: labels both allowed and denied: {', '.join(sorted(overlap))}")
@@ -214,6 +216,9 @@ def _finish(config: Config, base_dir: Path) -> Config:
         extractor=_in_store(config.learn.extractor, store, base_dir),
         head=_in_store(config.learn.head, store, base_dir),
     )
+    web = config.web
+    if web.password_file:
+        web = dataclasses.replace(web, password_file=_absolute(web.password_file, base_dir))
     publish = config.publish
     if publish.spool_dir:
         publish = dataclasses.replace(publish, spool_dir=_absolute(publish.spool_dir, base_dir))
@@ -226,6 +231,7 @@ def _finish(config: Config, base_dir: Path) -> Config:
         mqtt=mqtt,
         publish=publish,
         learn=learn,
+        web=web,
     )
 
 

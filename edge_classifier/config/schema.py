@@ -23,6 +23,7 @@ __all__ = [
     "PublishConfig",
     "SourceConfig",
     "TlsConfig",
+    "WebConfig",
 ]
 
 DEFAULT_MODEL = "demo_shapes_mobilenet_v2_035_96_quant.tflite"
@@ -118,6 +119,8 @@ class SourceConfig:
     flip: str = setting("none", "Mirror frames.", choices=("none", "horizontal", "vertical", "both"))
     roi: tuple[int, ...] = setting((), "Region of interest [x, y, width, height] in the rotated frame; "
                                    "empty means the whole frame.", check=_roi)
+    stall_timeout: float = setting(5.0, "opencv devices and streams: no frame for this many seconds means the "
+                                   "camera is lost (reopened).", minimum=0.1, maximum=3600)
     retry_initial: float = setting(0.5, "First wait in seconds before reopening a failed source.",
                                    minimum=0.01, maximum=3600)
     retry_max: float = setting(30.0, "Longest wait between reopen attempts (the backoff doubles up to it).",
@@ -226,11 +229,16 @@ class PublishConfig:
                              minimum=1, maximum=1000)
     spool_dir: str = setting("", "Keep undelivered messages on disk here (survives restarts and power "
                              "cuts); empty means in memory.")
-    spool_max_messages: int = setting(10000, "Undelivered messages kept at most (oldest dropped first).",
-                                      minimum=1)
+    spool_max_messages: int = setting(0, "Undelivered messages kept at most (oldest dropped first); 0 = "
+                                      "spool_max_seconds at the configured rate.", minimum=0)
+    spool_max_seconds: float = setting(600.0, "With spool_max_messages = 0: keep this many seconds of results at "
+                                       "source.fps (30 when 0), limited by min_interval.", minimum=1)
     spool_max_bytes: int = setting(16 * 1024 * 1024, "Undelivered bytes kept at most (oldest dropped first).",
                                    minimum=1024)
     stats_interval: float = setting(30.0, "Seconds between {prefix}/stats messages; 0 = none.", minimum=0)
+    spool_spill_after: float = setting(5.0, "Disk spool: write a message to disk only when the broker has not "
+                                       "acknowledged it within this many seconds (what a power cut can lose); "
+                                       "0 = write every message at once.", minimum=0, maximum=3600)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -247,6 +255,8 @@ class HomeAssistantConfig:
     enabled: bool = setting(False, "Publish Home Assistant MQTT discovery.")
     discovery_prefix: str = setting("homeassistant", "Home Assistant's discovery prefix.",
                                     check=_topic_prefix)
+    device_discovery: bool = setting(True, "One device-based discovery message (Home Assistant 2024.11+); "
+                                     "false: one per entity, for older versions.")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -271,6 +281,21 @@ class LearnConfig:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class WebConfig:
+    enabled: bool = setting(False, "Serve the local web view, /metrics and the status API.")
+    host: str = setting("127.0.0.1", "Address to listen on; anything but loopback needs a password.")
+    port: int = setting(8080, "TCP port to listen on.", minimum=1, maximum=65535)
+    username: str = setting("edge", "The user name of the HTTP Basic login (a bearer token needs none).")
+    password_file: str = setting("", "File holding the password (also accepted as a bearer token); empty means "
+                                 "$CREDENTIALS_DIRECTORY/web-password under systemd, else `password`.")
+    password: str = setting("", "The password itself; prefer password_file.", secret=True)
+    preview_fps: float = setting(4.0, "Live view: at most this many images per second to a viewer.",
+                                 minimum=0.2, maximum=30)
+    preview_width: int = setting(480, "Live view: images are scaled down to at most this width.",
+                                 minimum=64, maximum=4096)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Config:
     device: DeviceConfig = dataclasses.field(default_factory=DeviceConfig)
     source: SourceConfig = dataclasses.field(default_factory=SourceConfig)
@@ -281,4 +306,5 @@ class Config:
     commands: CommandsConfig = dataclasses.field(default_factory=CommandsConfig)
     homeassistant: HomeAssistantConfig = dataclasses.field(default_factory=HomeAssistantConfig)
     learn: LearnConfig = dataclasses.field(default_factory=LearnConfig)
-    sources: tuple[SourceConfig, ...] = ()  # [[sources]], else ([source],): see config/sources.py
+    web: WebConfig = dataclasses.field(default_factory=WebConfig)
+    sources: tuple[SourceConfig, ...] = ()  # [[sources]]; empty for the one-camera [source]: config/sources.py

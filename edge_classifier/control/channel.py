@@ -71,6 +71,9 @@ class CommandChannel:
             reply["request_id"] = request_id
         if not reply["ok"]:
             log.warning("command %s from %s refused: %s", name, request.topic, reply["error"])
+        if request.answer is not None:
+            request.answer(reply)  # crossing: back to the web thread that waits for it
+            return
         connection = self._connection()
         if connection is None:
             return

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["EMPTY_PAYLOAD", "FLEET_PREFIX", "Request", "command_name", "parse_arguments", "peek_request_id"]
@@ -39,6 +40,8 @@ class Request:
     retain: bool = False
     response_topic: str | None = None
     correlation_data: bytes | None = None
+    answer: Callable[[dict[str, Any]], None] | None = dataclasses.field(default=None, compare=False, repr=False)
+    """Set for a request from the web view: its reply goes here, not to MQTT."""
 
 
 def command_name(topic: str, prefixes: tuple[str, ...]) -> str | None:

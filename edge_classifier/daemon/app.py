@@ -37,6 +37,8 @@ from edge_classifier.daemon.signals import ControlQueue
 from edge_classifier.daemon.swap import SwapRequest
 from edge_classifier.errors import EdgeClassifierError
 from edge_classifier.preprocess.decode import ImageLimits
+from edge_classifier.publish.announce import ANNOUNCED_FILE, Announcer
+from edge_classifier.publish.bounds import spool_bounds
 from edge_classifier.publish.connection import MqttConnection
 from edge_classifier.publish.outbox import Message, Outbox
 from edge_classifier.publish.payload import encode
@@ -82,6 +84,8 @@ class Daemon:
         self.pipeline: Pipeline | None = None
         self.publisher: Publisher | None = None
         self.connection: MqttConnection | None = None
+        self.web: Any = None  # edge_classifier.web.WebServer while [web] is enabled
+        self._announcer: Announcer | None = None  # made by the publish thread when first needed
         self.control = ControlQueue()
         self.commands = CommandHandler(self)
         self.channel = CommandChannel(self.topics.prefix, self.commands, queue=self.control.put,
@@ -111,6 +115,11 @@ class Daemon:
 
     def _startup(self, stack: ExitStack) -> None:
         config = self.config
+        if config.web.enabled:
+            from edge_classifier.web import WebServer
+
+            self.web = WebServer(config.web, self)  # password checked, port bound: before the model loads
+            stack.callback(self.web.close)
         self.modelctl = ModelControl(config, deliver=self.control.put, event=self._event, reply=self.channel.reply_to)
         stack.callback(self.modelctl.close)
         self._models = self.modelctl.open_initial()
@@ -135,11 +144,13 @@ class Daemon:
                                  post=self.learning.annotate if self.learning else None)
         self.modelctl.attach(self.pipeline)
         self.pipeline.start()
+        if self.web is not None:
+            self.web.start()
         self.notifier.status(f"model {info.name} loaded on {info.accelerator}; waiting for the first frame")
 
     def _open_publisher(self, config: Config) -> Publisher:
         connection = None
-        outbox: OutboxLike = Outbox(config.publish.spool_max_messages, config.publish.spool_max_bytes)
+        outbox: OutboxLike = Outbox(*spool_bounds(config))
         if config.mqtt.enabled:
             subscriptions: list[str] = []
             if config.commands.enabled:
@@ -169,8 +180,8 @@ class Daemon:
         from edge_classifier.publish.spool import DiskOutbox
 
         try:
-            outbox = DiskOutbox(Path(config.publish.spool_dir), config.publish.spool_max_messages,
-                                config.publish.spool_max_bytes)
+            outbox = DiskOutbox(Path(config.publish.spool_dir), *spool_bounds(config),
+                                spill_after=config.publish.spool_spill_after)
         except OSError as exc:
             from edge_classifier.errors import ConfigError
 
@@ -289,6 +300,8 @@ class Daemon:
         self.publisher.submit(outcome)
         if self.pipeline is not None:
             report.count_outcome(self.pipeline.capture.tally, outcome)
+        if self.web is not None:
+            self.web.observe(outcome)
         if self.modelctl is not None:
             self.modelctl.observe(outcome)
         if outcome.classification is not None:
@@ -359,21 +372,18 @@ class Daemon:
         ha = self.config.homeassistant
         if ha.enabled and message.topic == homeassistant.birth_topic(ha.discovery_prefix) \
                 and homeassistant.is_birth(bytes(message.payload)) and self.publisher:
-            log.info("Home Assistant is online: publishing discovery again")
+            log.info("Home Assistant is online: publishing discovery, the last result and stats again")
             self.publisher.republish_state()
+            self._publish_stats()
 
     def _retained_state(self) -> list[Message]:
-        """Called by the publish thread after each connect, before `online`."""
+        """Called by the publish thread after each connect, before `online`, and after a model swap."""
         self._await_source()
-        ha = self.config.homeassistant
-        if not ha.enabled:
-            return []
-        from edge_classifier.publish import homeassistant
-
+        if self._announcer is None:
+            self._announcer = Announcer(self.config.homeassistant, device_id=self.config.device.id,
+                                        prefix=self.topics.prefix, path=Path(self.config.model.dir) / ANNOUNCED_FILE)
         model = self.models.info.name if self.models else "edge-classifier"
-        return homeassistant.discovery_messages(
-            device_id=self.config.device.id, prefix=self.topics.prefix, discovery_prefix=ha.discovery_prefix,
-            model_name=model, sw_version=__version__)
+        return self._announcer.messages(model, __version__)
 
     def _await_source(self) -> None:
         """Publish thread, before `online`: an mqtt source subscribed first (at most 5 s), so
@@ -440,9 +450,10 @@ class Daemon:
     def _apply(self, new: Config) -> None:
         old = self.config
         assert self.pipeline is not None and self.publisher is not None and self.modelctl is not None
-        needs_restart = [name for name in ("mqtt", "device", "commands", "homeassistant")
+        needs_restart = [name for name in ("mqtt", "device", "commands", "homeassistant", "web")
                          if getattr(new, name) != getattr(old, name)]
-        for key in ("spool_dir", "spool_max_messages", "spool_max_bytes", "retain", "stats_interval"):
+        for key in ("spool_dir", "spool_max_messages", "spool_max_bytes", "spool_spill_after", "spool_max_seconds",
+                    "retain", "stats_interval"):
             if getattr(new.publish, key) != getattr(old.publish, key):
                 needs_restart.append(f"publish.{key}")
         if worker_count(new.model, "cpu") > self.pipeline.workers:

@@ -15,19 +15,27 @@ if TYPE_CHECKING:
     from edge_classifier.daemon.pipeline import Outcome
     from edge_classifier.source.group import CaptureGroup
 
-__all__ = ["count_outcome", "dropped", "runtime_settings", "source_counters", "state", "stats"]
+__all__ = ["count_outcome", "dropped", "runtime_settings", "source_counters", "state", "stats", "stats_since"]
 
 
 def stats(daemon: Daemon) -> dict[str, Any]:
     """The periodic telemetry; rates are since the previous call."""
-    assert daemon.pipeline is not None and daemon.publisher is not None and daemon.models is not None
+    assert daemon.publisher is not None
     now = time.monotonic()
+    body = stats_since(daemon, daemon.stats_last, daemon.publisher.take_latencies(), now)
+    daemon.stats_last = (now, body["frames"], body["results"])
+    return body
+
+
+def stats_since(daemon: Daemon, last: tuple[float, int, int], latencies: list[float],
+                now: float) -> dict[str, Any]:
+    """The telemetry with rates since ``last`` (time, frames, results) and percentiles of
+    ``latencies``; changes nothing (the web view keeps its own ``last``)."""
+    assert daemon.pipeline is not None and daemon.publisher is not None and daemon.models is not None
     capture = group(daemon)
-    then, frames_then, results_then = daemon.stats_last
+    then, frames_then, results_then = last
     elapsed = max(1e-6, now - then)
     frames, results = capture.frames, daemon.publisher.results
-    daemon.stats_last = (now, frames, results)
-    latencies = daemon.publisher.take_latencies()
     info = daemon.models.info
     supervisor = daemon.modelctl.supervisor if daemon.modelctl else None
     return {
@@ -35,6 +43,7 @@ def stats(daemon: Daemon) -> dict[str, Any]:
         "device": daemon.config.device.id,
         "fps_in": round((frames - frames_then) / elapsed, 2),
         "fps_out": round((results - results_then) / elapsed, 2),
+        "fps_classified": round(daemon.publisher.take_classified() / elapsed, 2),
         "frames": frames,
         "results": results,
         "dropped": dropped(daemon),
@@ -51,6 +60,7 @@ def stats(daemon: Daemon) -> dict[str, Any]:
         "uptime_s": round(now - daemon.started, 1),
         "spool_depth": len(daemon.publisher.outbox),
         "spool_dropped": daemon.publisher.outbox.dropped,
+        "spool_refused": daemon.publisher.outbox.refused_total,
         "rss_mb": telemetry.rss_mb(),
         "cpu_temp_c": telemetry.cpu_temperature(),
     }

@@ -49,6 +49,14 @@ def _reported(config: Config, source: SourceConfig) -> SourceConfig:
     return source
 
 
+def _built(config: Config, name: str, source: SourceConfig, opener: Opener) -> tuple[Source, EventCallback]:
+    built = opener(config, _reported(config, source))
+    if config.sources and isinstance(getattr(built[0], "client_id", None), str):
+        # Two clients with one id throw each other off the broker: each mqtt source its own.
+        built[0].client_id = f"{built[0].client_id}-{name}"  # type: ignore[attr-defined]
+    return built
+
+
 def reconcile(group: CaptureGroup, config: Config, opener: Opener) -> list[str]:
     """Make ``group`` run what ``config`` asks for; returns what changed, e.g. ``['+yard', '-door']``.
 
@@ -60,7 +68,7 @@ def reconcile(group: CaptureGroup, config: Config, opener: Opener) -> list[str]:
     changed = [name for name in target if name in running and running[name] != target[name]]
     added = [name for name in target if name not in running]
     removed = [name for name in running if name not in target]
-    built = {name: opener(config, _reported(config, target[name])) for name in (*changed, *added)}
+    built = {name: _built(config, name, target[name], opener) for name in (*changed, *added)}
     for name in (*removed, *changed):
         group.remove(name)
     for name, (source, on_event) in built.items():

@@ -14,6 +14,7 @@ import os
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_classifier.config.schema import MqttConfig
 from edge_classifier.errors import ConfigError
+from edge_classifier.publish import diagnosis
 
 __all__ = ["CREDENTIAL_NAME", "MqttConnection", "resolve_password"]
 
@@ -85,7 +87,7 @@ class MqttConnection:
         status_topic: str,
         on_connected: Callable[[], None] | None = None,
         on_disconnected: Callable[[], None] | None = None,
-        on_published: Callable[[int], None] | None = None,
+        on_published: Callable[[int, tuple[int, str] | None], None] | None = None,
         on_message: Callable[[paho.MQTTMessage], None] | None = None,
         subscriptions: tuple[str, ...] = (),
     ) -> None:
@@ -97,7 +99,14 @@ class MqttConnection:
         self._on_published = on_published
         self._on_message = on_message
         self.subscriptions = subscriptions
-        self._last_problem: str | None = None
+        # What was logged, so each distinct problem is logged once: connect problems until a
+        # connect succeeds, losses until a connection holds for FLAPPING_SECONDS.
+        self._connect_problems: set[str] = set()
+        self._losses: set[tuple[bool, int, bool]] = set()
+        self._answered = False  # a CONNACK came for this attempt
+        self._connected_at = 0.0
+        self._short_drops = 0  # connections in a row that held less than FLAPPING_SECONDS
+        self._ever_connected = False
         self._closed = False
         self.v5 = config.protocol == "5"
         client = _Client(
@@ -151,11 +160,16 @@ class MqttConnection:
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode,
                     properties: Any) -> None:
+        self._answered = True
         if reason.is_failure:
-            self._problem(f"refused the connection: {reason}", logging.ERROR)
+            self._problem(diagnosis.refused(reason, self.config), logging.ERROR)
             return
-        self._last_problem = None
-        log.info("MQTT connected to %s:%d", self.config.host, self.config.port)
+        if not self._flapping:  # while it keeps dropping, what was said stays said
+            self._connect_problems.clear()
+        self._ever_connected = True
+        self._connected_at = time.monotonic()
+        log.log(logging.DEBUG if self._flapping else logging.INFO, "MQTT connected to %s:%d",
+                self.config.host, self.config.port)
         _no_delay(client)
         if self.subscriptions:
             client.subscribe([(topic, 1) for topic in self.subscriptions])
@@ -167,8 +181,12 @@ class MqttConnection:
                        properties: Any) -> None:
         was_connected = self.connected.is_set()
         self.connected.clear()
-        if was_connected and not self._closed:
-            log.warning("MQTT connection to %s:%d lost: %s (reconnecting)", self.config.host, self.config.port, reason)
+        if not self._closed:
+            if was_connected:
+                self._lost(reason, bool(getattr(flags, "is_disconnect_packet_from_server", False)))
+            elif not self._answered:
+                self._problem(diagnosis.closed_before_connack(self.config, self._ever_connected), logging.WARNING)
+        self._answered = False
         if self._on_disconnected:
             self._on_disconnected()
 
@@ -184,17 +202,42 @@ class MqttConnection:
             reason = getattr(error, "strerror", None) or error or "unknown reason"
             self._problem(f"is unreachable: {reason}", logging.WARNING)
 
+    @property
+    def _flapping(self) -> bool:
+        """Two connections in a row held only seconds: the broker objects to something we do
+        (one short one is just an outage that came early)."""
+        return self._short_drops >= 2
+
+    def _lost(self, reason: ReasonCode, from_server: bool) -> None:
+        """Log a lost connection once per distinct reason while it keeps dropping."""
+        held = time.monotonic() - self._connected_at
+        if held < diagnosis.FLAPPING_SECONDS:
+            self._short_drops += 1
+        else:
+            self._short_drops = 0
+            self._losses.clear()
+        key = (from_server, reason.value, self._flapping)
+        if key in self._losses:
+            return
+        self._losses.add(key)
+        again = "; not logged again while it keeps dropping for this reason" if self._flapping else ""
+        log.warning("MQTT connection to %s:%d lost: %s (reconnecting%s)", self.config.host, self.config.port,
+                    diagnosis.lost(reason, from_server, held if self._flapping else None, self.config), again)
+
     def _problem(self, text: str, level: int) -> None:
-        """Log a connection problem once, not at every retry; a different one is logged again."""
-        if text != self._last_problem:
-            self._last_problem = text
+        """Log a connection problem once, not at every retry; a different one is logged too."""
+        if text not in self._connect_problems:
+            self._connect_problems.add(text)
             log.log(level, "MQTT broker %s:%d %s (retrying with backoff up to %gs)",
                     self.config.host, self.config.port, text, self.config.reconnect_max)
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode,
                     properties: Any) -> None:
+        """PUBACK/PUBCOMP (or written out, QoS 0). Under MQTT 5 a reason >= 0x80 is a refusal:
+        passed on as (code, words), None when accepted."""
         if self._on_published:
-            self._on_published(mid)
+            refused = reason.is_failure if isinstance(reason, ReasonCode) else False
+            self._on_published(mid, (reason.value, str(reason)) if refused else None)
 
 
 def _no_delay(client: paho.Client) -> None:

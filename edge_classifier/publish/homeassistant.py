@@ -1,13 +1,26 @@
 """Home Assistant MQTT discovery: the config messages that make this device appear in Home Assistant.
 
 Pure functions: they build the messages, the publisher sends them. Opt-in (``[homeassistant]
-enabled``). One config message per entity, on
-``{discovery_prefix}/sensor/{node_id}/{object_id}/config``, all of them tied to one device:
+enabled``). Two layouts, the same entities and unique ids:
+
+* device-based (the default; Home Assistant 2024.11 and later): one message on
+  ``{discovery_prefix}/device/{node_id}/config`` with the ``device``, the ``origin`` and the
+  entities as ``components`` (``cmps`` in HA's abbreviated examples), each with its ``platform``;
+* per entity (``device_discovery = false``, for older Home Assistant): one config message per
+  entity on ``{discovery_prefix}/sensor/{node_id}/{object_id}/config``.
+
+The entities, all tied to one device:
 
 * ``label``: the top label of each result on ``{prefix}/result`` (``none`` when nothing passed the
-  threshold), with the whole result as its attributes;
+  threshold). Its attributes are the result's ``source`` and ``model`` only: Home Assistant's
+  recorder stores a row whenever state or attributes change, and per-frame fields (``frame``,
+  ``ts``, ``latency_ms``) would make one per frame;
 * ``score``: the top score in percent (0 when nothing passed the threshold);
-* ``fps_out``, ``inference_p50``, ``accelerator``: diagnostics from ``{prefix}/stats``.
+* ``fps_out`` ("FPS classified": frames classified per second, published or not),
+  ``inference_p50``, ``accelerator``: diagnostics from ``{prefix}/stats``.
+
+Each entity has a ``default_entity_id`` (``sensor.{node_id}_{key}``, lower case), which replaced
+``object_id`` in Home Assistant 2025.10; older versions drop the unknown key.
 
 Every entity is available while ``{prefix}/status`` says ``online`` (our Last Will says ``offline``).
 
@@ -36,8 +49,10 @@ __all__ = [
     "DEFAULT_DISCOVERY_PREFIX",
     "ORIGIN_NAME",
     "birth_topic",
+    "device_topic",
     "discovery_messages",
     "is_birth",
+    "migration_messages",
     "node_id",
     "removal_messages",
 ]
@@ -56,6 +71,9 @@ _NOT_ALLOWED = re.compile(r"[^a-zA-Z0-9_-]")  # HA: node_id and object_id only f
 # empty (nothing reached the threshold): the label is then "none" and the score 0. Home Assistant
 # rejects states longer than 255 characters, so an unusually long label is cut there.
 _LABEL_TEMPLATE = "{{ value_json.top[0].label[:255] if value_json.top else 'none' }}"
+# The label's attributes: what changes with the source or a model swap, never per frame.
+_ATTRIBUTES_TEMPLATE = "{{ {'source': value_json.source, 'model': value_json.model.name} | tojson }}"
+_ENTITY_ID_CHARACTERS = re.compile(r"[^a-z0-9_]")  # HA entity ids: lower case, digits, underscores
 _SCORE_TEMPLATE = "{{ (value_json.top[0].score * 100) | round(1) if value_json.top else 0 }}"
 
 
@@ -77,12 +95,13 @@ def _sensors(source_name: str) -> tuple[_Sensor, ...]:
     diagnostic = ("entity_category", "diagnostic")
     return (
         _Sensor("label", named("label"), "result", _LABEL_TEMPLATE,
-                (("icon", "mdi:tag-outline"), ("json_attributes_topic", "result"))),
+                (("icon", "mdi:tag-outline"), ("json_attributes_topic", "result"),
+                 ("json_attributes_template", _ATTRIBUTES_TEMPLATE))),
         _Sensor("score", named("score"), "result", _SCORE_TEMPLATE,
                 (("icon", "mdi:percent"), ("unit_of_measurement", "%"), ("state_class", "measurement"),
                  ("suggested_display_precision", 1))),
         # A null in the stats renders as "None", which Home Assistant takes as "unknown".
-        _Sensor("fps_out", "FPS out", "stats", "{{ value_json.fps_out }}",
+        _Sensor("fps_out", "FPS classified", "stats", "{{ value_json.fps_classified }}",
                 (("icon", "mdi:speedometer"), ("unit_of_measurement", "fps"), ("state_class", "measurement"),
                  ("suggested_display_precision", 1), diagnostic)),
         _Sensor("inference_p50", "Inference p50", "stats", "{{ value_json.inference_ms_p50 }}",
@@ -127,8 +146,10 @@ def discovery_messages(
     model_name: str,
     sw_version: str,
     source_name: str = "",
+    device_based: bool = True,
 ) -> list[Message]:
-    """The retained config messages for every entity of this device (compact JSON, QoS 1).
+    """The retained discovery messages of this device (compact JSON, QoS 1): one device-based
+    message, or with ``device_based=False`` one per entity.
 
     ``prefix`` is the daemon's topic prefix (``{device_id}`` already filled in); ``model_name``
     becomes the device's model (publish again when the model changes); ``source_name``, if given,
@@ -148,19 +169,47 @@ def discovery_messages(
         device["sw_version"] = sw_version
         origin["sw_version"] = sw_version
     availability = [{"topic": f"{prefix}/status", "payload_available": "online", "payload_not_available": "offline"}]
-    messages = []
-    for sensor in _sensors(source_name):
-        config: dict[str, Any] = {
-            "name": sensor.name,
-            "unique_id": f"{ORIGIN_NAME}_{node}_{sensor.key}",
-            "state_topic": f"{prefix}/{sensor.topic}",
-            "value_template": sensor.value_template,
-        }
-        for key, value in sensor.options:
-            config[key] = f"{prefix}/{value}" if key.endswith("_topic") else value
-        config |= {"availability": availability, "device": device, "origin": origin}
-        messages.append(Message(_config_topic(discovery_prefix, node, sensor.key), encode(config), _QOS, retain=True))
-    return messages
+    entities = {sensor.key: _entity(sensor, node, prefix) for sensor in _sensors(source_name)}
+    if device_based:
+        components = {key: {"platform": "sensor", **entity} for key, entity in entities.items()}
+        config = {"device": device, "origin": origin, "availability": availability, "qos": _QOS,
+                  "components": components}
+        return [Message(device_topic(discovery_prefix, node), encode(config), _QOS, retain=True)]
+    return [Message(_config_topic(discovery_prefix, node, key),
+                    encode({**entity, "availability": availability, "device": device, "origin": origin}),
+                    _QOS, retain=True)
+            for key, entity in entities.items()]
+
+
+def _entity(sensor: _Sensor, node: str, prefix: str) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "name": sensor.name,
+        "unique_id": f"{ORIGIN_NAME}_{node}_{sensor.key}",
+        "default_entity_id": "sensor." + _ENTITY_ID_CHARACTERS.sub("_", f"{node}_{sensor.key}".lower()),
+        "state_topic": f"{prefix}/{sensor.topic}",
+        "value_template": sensor.value_template,
+    }
+    for key, value in sensor.options:
+        config[key] = f"{prefix}/{value}" if key.endswith("_topic") else value
+    return config
+
+
+def device_topic(discovery_prefix: str, node: str) -> str:
+    """Where the device-based discovery message of ``node`` goes."""
+    _check_topic_prefix("discovery prefix", discovery_prefix)
+    return f"{discovery_prefix}/device/{node}/config"
+
+
+def migration_messages(*, device_id: str, discovery_prefix: str = DEFAULT_DISCOVERY_PREFIX,
+                       from_device_based: bool = False) -> list[Message]:
+    """Home Assistant's documented hand-over between the layouts: ``{"migrate_discovery": true}``
+    on the old layout's topics, before the new layout's config and then the old topics' removal.
+    Home Assistant then keeps the entities (ids, names, history) instead of deleting and
+    re-creating them."""
+    node = node_id(device_id)
+    topics = [device_topic(discovery_prefix, node)] if from_device_based else \
+        [_config_topic(discovery_prefix, node, sensor.key) for sensor in _sensors("")]
+    return [Message(topic, encode({"migrate_discovery": True}), _QOS, retain=False) for topic in topics]
 
 
 def removal_messages(
@@ -171,15 +220,18 @@ def removal_messages(
     model_name: str = "",
     sw_version: str = "",
     source_name: str = "",
+    device_based: bool = True,
 ) -> list[Message]:
-    """Empty retained payloads on every config topic: Home Assistant removes the entities (and the
-    device when none is left) and the broker forgets the retained configs.
+    """Empty retained payloads on every discovery topic of the layout: Home Assistant removes the
+    entities (and the device when none is left) and the broker forgets the retained configs.
 
-    Takes the same arguments as ``discovery_messages``; only ``device_id`` and ``discovery_prefix``
-    matter.
+    Takes the same arguments as ``discovery_messages``; only ``device_id``, ``discovery_prefix``
+    and ``device_based`` matter.
     """
     _check_topic_prefix("topic prefix", prefix)
     node = node_id(device_id)
+    if device_based:
+        return [Message(device_topic(discovery_prefix, node), b"", _QOS, retain=True)]
     return [Message(_config_topic(discovery_prefix, node, sensor.key), b"", _QOS, retain=True)
             for sensor in _sensors(source_name)]
 

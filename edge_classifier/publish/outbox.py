@@ -2,7 +2,12 @@
 
 Only the publisher thread touches an outbox. A message is *pending* until it is handed to
 paho, then *in flight* until paho reports it published (PUBACK for QoS 1); only then is it
-gone. Messages in flight when the connection drops stay with paho, which sends them again
+gone. A message the broker refused (an MQTT 5 PUBACK with a reason code of 0x80 or more, e.g.
+0x87 "Not authorized" from an ACL) is gone too, but counted in ``refused_total``, not
+``delivered``: the publisher logs it and drops it, since sending a refused message again would
+be refused again and would hold up everything behind it.
+
+Messages in flight when the connection drops stay with paho, which sends them again
 first thing after the reconnect; new messages wait until those are through, so the broker
 sees everything in order.
 
@@ -28,6 +33,9 @@ class Message:
 
 
 class Outbox:
+    durable = False  # True: what is owed survives a restart (DiskOutbox)
+    write_errors = 0  # DiskOutbox: writes that failed (disk full...): what they held is in memory only
+
     def __init__(self, max_messages: int = 10_000, max_bytes: int = 16 * 1024 * 1024) -> None:
         if max_messages < 1 or max_bytes < 1:
             raise ValueError(f"outbox bounds must be positive, not {max_messages} messages / {max_bytes} bytes")
@@ -39,6 +47,7 @@ class Outbox:
         self._resending: set[int] = set()
         self.dropped = 0
         self.delivered = 0
+        self.refused_total = 0
 
     def __len__(self) -> int:
         """Messages not yet delivered: pending plus in flight."""
@@ -86,6 +95,14 @@ class Outbox:
             return False
         self.delivered += 1
         return True
+
+    def refused(self, mid: int) -> Message | None:
+        """The broker refused ``mid``: the message, no longer owed; None for ids not sent here."""
+        message = self._inflight.pop(mid, None)
+        self._resending.discard(mid)
+        if message is not None:
+            self.refused_total += 1
+        return message
 
     def flush(self) -> None:
         """Nothing to make durable in memory (DiskOutbox syncs its file here)."""

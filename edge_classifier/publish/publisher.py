@@ -7,6 +7,12 @@ waits for the network: ``submit``/``event`` never block.
 
 After each (re)connect this thread publishes the retained state first (Home Assistant
 discovery, when enabled) and then the retained ``online`` status.
+
+A message the broker refuses (MQTT 5 PUBACK reason >= 0x80, e.g. 0x87 "Not authorized" from an
+ACL) is not delivered: it leaves the outbox counted as refused (``spool_refused`` in stats),
+is logged once per topic and reason, and announced once by a ``publish_refused`` event. It is
+not sent again: the broker would refuse it again, and the messages behind it would wait
+forever. (MQTT 3.1.1 has no way to refuse a publish: a 3.1.1 broker drops it silently.)
 """
 
 from __future__ import annotations
@@ -25,25 +31,31 @@ from edge_classifier.publish.connection import MqttConnection
 from edge_classifier.publish.outbox import Message, Outbox
 from edge_classifier.publish.payload import encode, event_payload, result_payload
 from edge_classifier.publish.policy import PublishPolicy
+from edge_classifier.publish.trouble import DeliveryTrouble
 
 __all__ = ["OutboxLike", "Publisher", "Topics"]
 
 log = logging.getLogger(__name__)
 
 _WINDOW = 64  # messages in flight at once (unacknowledged by the broker)
-_OVERFLOW_EVENT_EVERY = 10.0  # seconds between spool_overflow events while dropping
+# Events after which the retained state (Home Assistant discovery: the device's model) is stale.
+_STATE_EVENTS = frozenset({"model_swapped"})
 
 
 class OutboxLike(Protocol):
     """What the publisher needs of an outbox (in memory: Outbox; on disk: DiskOutbox)."""
 
     dropped: int
+    refused_total: int
+    durable: bool
+    write_errors: int
 
     def __len__(self) -> int: ...
     def append(self, message: Message) -> int: ...
     def next_to_send(self, window: int) -> Message | None: ...
     def sent(self, mid: int) -> None: ...
     def acked(self, mid: int) -> bool: ...
+    def refused(self, mid: int) -> Message | None: ...
     def reconnected(self) -> None: ...
     def flush(self) -> None: ...
 
@@ -105,6 +117,7 @@ class Publisher:
         self.outbox: OutboxLike = outbox if outbox is not None else Outbox()
         self._retained_state = retained_state
         self._on_published = on_published
+        self.on_event: Callable[[dict[str, Any]], None] | None = None  # each event payload (publish thread)
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="publish", daemon=True)
         self.results = 0
@@ -112,16 +125,17 @@ class Publisher:
         """Also publish each result on ``{prefix}/source/{name}/result`` (set by the daemon when
         it can have several cameras: ``[[sources]]`` or an mqtt wildcard)."""
         self.events = 0
+        self.classified = 0  # frames classified (published or not: the mode decides), publish thread only
+        self._classified_taken = 0  # what take_classified() reported so far, its caller only
+        self._last_result: Message | None = None  # for Home Assistant after its restart
         self._latencies: collections.deque[float] = collections.deque(maxlen=10_000)
-        self._overflow_reported = float("-inf")
-        self._overflow_logged = float("-inf")
-        self._overflow_pending = 0  # dropped and not yet reported by an event
-        self._printed: list[str] = []  # stdout lines of this batch, written once it is durable
+        self._trouble = DeliveryTrouble()
+        self._printed: list[str] = []  # stdout lines of this batch, written after the spool's flush
         if connection is not None:
             # Crossing: these are called from paho's network thread; they only enqueue.
             connection._on_connected = lambda: self._inbox.put(("connected", None))
             connection._on_disconnected = lambda: self._inbox.put(("disconnected", None))
-            connection._on_published = lambda mid: self._inbox.put(("acked", mid))
+            connection._on_published = lambda mid, refusal: self._inbox.put(("acked", (mid, refusal)))
 
     def start(self) -> Publisher:
         self._thread.start()
@@ -153,6 +167,13 @@ class Publisher:
                 taken.append(self._latencies.popleft())
             except IndexError:
                 return taken
+
+    def take_classified(self) -> int:
+        """Frames classified since the last call."""
+        # Crossing: `classified` is written by the publish thread only; reading an int is atomic.
+        now = self.classified
+        count, self._classified_taken = now - self._classified_taken, now
+        return count
 
     def close(self, timeout: float = 3.0) -> bool:
         """Send what is queued (waiting for the broker up to ``timeout``), then stop.
@@ -198,16 +219,15 @@ class Publisher:
                     log.exception("publisher: sending failed")
                 if deadline is not None and (len(self.outbox) == 0 or time.monotonic() >= deadline):
                     if len(self.outbox):
-                        kept = "kept in the spool for the next start" if not isinstance(self.outbox, Outbox) else "lost"
-                        log.warning("publisher: %d messages not delivered at shutdown (%s)", len(self.outbox), kept)
+                        self._trouble.undelivered(len(self.outbox), self.outbox.durable, self.outbox.write_errors)
                     return
         finally:
             self.outbox.flush()
             self._print()
 
     def _print(self) -> None:
-        """Write this batch's results to stdout, after the spool has them (so a printed result
-        is never one a crash could lose)."""
+        """Write this batch's results to stdout (after the spool's flush; a result still within
+        the spill window, or one a full disk could not take, is printed but not on disk)."""
         if self._printed and self._stdout is not None:
             self._stdout.write("".join(self._printed))
             self._stdout.flush()
@@ -220,12 +240,17 @@ class Publisher:
             name, details, wall = value
             self._publish_event(name, details, wall)
         elif kind == "acked":
-            self.outbox.acked(value)
+            mid, refusal = value
+            if refusal is None:
+                self.outbox.acked(mid)
+            else:
+                self._refused(mid, refusal)
         elif kind == "connected":
             self.outbox.reconnected()
             self._send_state()
         elif kind == "state":
             self._send_state(online=False)
+            self._resend_last_result()
         elif kind == "policy":
             self.policy = value
             self._policies.clear()
@@ -233,6 +258,26 @@ class Publisher:
             pass
         else:
             raise ValueError(f"unknown publisher message {kind!r}")
+
+    def _refused(self, mid: int, refusal: tuple[int, str]) -> None:
+        """The broker refused ``mid``: drop it (see the module docstring), say so once per topic
+        and reason."""
+        code, reason = refusal
+        message = self.outbox.refused(mid)
+        topic = message.topic if message is not None else "(status or discovery)"
+        details = self._trouble.refused(topic, code, reason, self.outbox.refused_total)
+        if details and message is not None and topic != self.topics.event:  # a refused event topic would refuse it
+            self._send(self.topics.event, event_payload(self.device, "publish_refused", details, time.time()), 1, False)
+            self.events += 1
+
+    def _resend_last_result(self) -> None:
+        """Home Assistant restarted: give it the current result again (in change mode the next
+        one may be a heartbeat away). Only when nothing newer waits in the outbox."""
+        connection = self._connection
+        if self._last_result is None or connection is None or not connection.connected.is_set() or len(self.outbox):
+            return
+        message = self._last_result
+        connection.publish(message.topic, message.payload, message.qos, message.retain)
 
     def _send_state(self, online: bool = True) -> None:
         connection = self._connection
@@ -250,6 +295,7 @@ class Publisher:
                                                  "reason": outcome.error}, time.time())
             return
         self._latencies.append(result.inference_ms)
+        self.classified += 1
         if not self._policy_for(outcome.frame.source).decide(result.top, time.monotonic()):
             return
         payload = result_payload(self.device, outcome.frame, result)
@@ -273,8 +319,13 @@ class Publisher:
 
     def _publish_event(self, name: str, details: dict[str, Any], wall: float) -> None:
         log.info("event %s %s", name, details)
-        self._send(self.topics.event, event_payload(self.device, name, details, wall), 1, False)
+        payload = event_payload(self.device, name, details, wall)
+        self._send(self.topics.event, payload, 1, False)
         self.events += 1
+        if self.on_event is not None:
+            self.on_event(payload)
+        if name in _STATE_EVENTS:
+            self._send_state(online=False)
 
     def _send(self, topic: str, payload: dict[str, Any], qos: int, retain: bool) -> None:
         data = encode(payload)
@@ -282,32 +333,21 @@ class Publisher:
             self._printed.append(data.decode("utf-8") + "\n")
         if self._connection is None:
             return
-        dropped = self.outbox.append(Message(topic, data, qos, retain))
+        message = Message(topic, data, qos, retain)
+        if topic == self.topics.result:
+            self._last_result = message
+        dropped = self.outbox.append(message)
         if dropped:
-            self._overflow(dropped)
-
-    def _overflow(self, dropped: int) -> None:
-        """Count dropped messages; log at most every few seconds. The event goes out directly
-        once connected (see ``_report_overflow``): queued behind the backlog it would itself
-        be the next thing dropped."""
-        self._overflow_pending += dropped
-        now = time.monotonic()
-        if now - self._overflow_logged >= _OVERFLOW_EVENT_EVERY:
-            self._overflow_logged = now
-            log.warning("publisher: spool full, dropped the oldest undelivered messages (%d in all)",
-                        self.outbox.dropped)
+            self._trouble.dropped(dropped, self.outbox.dropped)
 
     def _report_overflow(self, connection: MqttConnection) -> None:
-        if not self._overflow_pending:
-            return
-        now = time.monotonic()
-        if now - self._overflow_reported < _OVERFLOW_EVENT_EVERY:
-            return
-        self._overflow_reported = now
-        count, self._overflow_pending = self._overflow_pending, 0
-        payload = event_payload(self.device, "spool_overflow", {"dropped": count, "dropped_total": self.outbox.dropped})
-        connection.publish(self.topics.event, encode(payload), 1, False)
-        self.events += 1
+        """The spool_overflow event goes out directly once connected: queued behind the backlog
+        it would itself be the next thing dropped."""
+        details = self._trouble.overflow_event(self.outbox.dropped)
+        if details is not None:
+            connection.publish(self.topics.event, encode(event_payload(self.device, "spool_overflow", details)), 1,
+                               False)
+            self.events += 1
 
     def _pump(self) -> None:
         """Hand pending messages to paho while connected and the window allows."""

@@ -1,9 +1,22 @@
-"""The disk spool: an outbox whose messages survive a restart, a SIGKILL or a power cut.
+"""The disk spool: an outbox whose undelivered messages survive a restart, a SIGKILL or a power cut.
 
 :class:`DiskOutbox` is an :class:`~edge_classifier.publish.outbox.Outbox` (same methods, same
-semantics, it reuses that class for the in-memory queue) that also writes every message to
-an append-only log in ``directory``, so what was not delivered comes back after a restart.
+semantics, it reuses that class for the in-memory queue) that also writes the messages at risk
+to an append-only log in ``directory``, so what was not delivered comes back after a restart.
 Only the publisher thread touches it.
+
+What goes to disk (the SD card's sake): a message the broker acknowledges within
+``spill_after`` seconds never touches the disk. When the oldest message not yet acknowledged
+is older than that (the broker is slow or down), every message not yet acknowledged is
+written at once, in one batch (so a broker outage writes each result once, in large
+appends, not a page per result); a clean ``close`` writes all that is still owed. With
+``spill_after = 0`` every message is written as it is appended (the old behaviour).
+
+What a power cut (or a SIGKILL) can lose: the messages appended in the last ``spill_after``
+seconds (plus the publisher's batch, at most half a second) that the broker had not yet
+acknowledged; with the broker up that is what was in flight at that instant. Everything
+older is on disk and synced; acknowledgements not yet checkpointed come back as duplicates,
+never as losses.
 
 On disk (all integers little-endian)::
 
@@ -26,11 +39,12 @@ message on disk is owed.
 
 Writes:
 
-* ``append`` writes the record with one ``write(2)`` (no user-space buffer), so it is in the
-  kernel once ``append`` returns and survives a SIGKILL of this process;
-* ``flush`` appends a checkpoint if the state changed, then makes everything durable with
-  one ``fdatasync`` (the publisher calls it once per batch: an fsync per message would cap
-  an SD card at a few hundred messages a second); only flushed records survive a power cut;
+* a spill writes each record with one ``write(2)`` (no user-space buffer), so it is in the
+  kernel at once and survives a SIGKILL of this process;
+* ``flush`` spills what is due, appends a checkpoint if the state on disk changed (only
+  messages on disk count: acknowledging one that never was written changes nothing), then
+  makes everything durable with one ``fdatasync`` (the publisher calls it once per batch);
+  only flushed records survive a power cut;
 * a segment holds about ``segment_bytes``; the next one starts with a checkpoint, and its
   creation is made durable (file and directory synced: two more syncs, once per segment);
 * a segment that holds no message still owed is deleted (never the one being appended to),
@@ -67,7 +81,9 @@ import logging
 import os
 import re
 import struct
+import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -224,6 +240,8 @@ def _sync_directory(directory: Path) -> None:
 class DiskOutbox(Outbox):
     """An :class:`Outbox` kept on disk in ``directory`` (see the module docstring)."""
 
+    durable = True
+
     def __init__(
         self,
         directory: Path,
@@ -231,12 +249,21 @@ class DiskOutbox(Outbox):
         max_bytes: int = 16 * 1024 * 1024,
         *,
         segment_bytes: int = 4 * 1024 * 1024,
+        spill_after: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(max_messages, max_bytes)
         if segment_bytes < 1:
             raise ValueError(f"spool segment size must be positive, not {segment_bytes}")
+        if spill_after < 0:
+            raise ValueError(f"spool spill_after must not be negative, not {spill_after}")
         self.directory = Path(directory)
         self.segment_bytes = segment_bytes
+        self.spill_after = spill_after
+        self._clock = clock
+        # owed messages not yet on disk, oldest first: seq -> (message, when appended)
+        self._unspilled: dict[int, tuple[Message, float]] = {}
+        self._last_spilled = 0  # every owed message with a seq up to this one is on disk
         # seqs parallel to the Outbox's pending deque and in-flight dict
         self._pending_seqs: collections.deque[int] = collections.deque()
         self._inflight_seqs: dict[int, int] = {}
@@ -279,9 +306,14 @@ class DiskOutbox(Outbox):
             self._lock_fd = -1
 
     def flush(self) -> None:
-        """Make every message appended so far, and the acks so far, durable (one fdatasync)."""
+        """Spill what is due (see the module docstring), then make what is on disk and the
+        acks of it durable (one fdatasync, only when something was written)."""
         if self._closed:
             return
+        self._spill(force=False)
+        self._sync()
+
+    def _sync(self) -> None:
         state = self._state()
         if state != self._saved and self._write(_encode_checkpoint(*state)):
             self._saved = state
@@ -295,11 +327,12 @@ class DiskOutbox(Outbox):
         self._collect()
 
     def close(self) -> None:
-        """Flush and close the files. Idempotent."""
+        """Write every message still owed, sync and close the files. Idempotent."""
         if self._closed:
             return
         try:
-            self.flush()
+            self._spill(force=True)
+            self._sync()
         finally:
             self._closed = True
             self._release()
@@ -315,16 +348,17 @@ class DiskOutbox(Outbox):
     # --- the Outbox interface -------------------------------------------------------------
 
     def append(self, message: Message) -> int:
-        """Queue and write a message; returns how many old messages were dropped to make room."""
+        """Queue a message (written to disk at once only with ``spill_after = 0``); returns how
+        many old messages were dropped to make room."""
         if self._closed:
             raise ValueError(f"spool {self.directory} is closed")
-        record = _encode_message(self._next_seq, message)
-        if self._segments[-1].size >= self.segment_bytes:
-            self._roll()
         seq = self._next_seq
+        record = _encode_message(seq, message)  # raises for a bad topic before anything changes
         self._next_seq += 1
-        self._write(record)
-        self._segments[-1].add(seq)
+        if self.spill_after > 0:
+            self._unspilled[seq] = (message, self._clock())
+        else:
+            self._write_message(seq, record)
         return self._queue(seq, message)
 
     def sent(self, mid: int) -> None:
@@ -332,23 +366,58 @@ class DiskOutbox(Outbox):
         self._inflight_seqs[mid] = self._pending_seqs.popleft()
 
     def acked(self, mid: int) -> bool:
-        self._inflight_seqs.pop(mid, None)
+        self._forget(mid)
         return super().acked(mid)
 
+    def refused(self, mid: int) -> Message | None:
+        self._forget(mid)
+        return super().refused(mid)
+
     # --- internals --------------------------------------------------------------------
+
+    def _forget(self, mid: int) -> None:
+        """``mid`` is no longer owed: never write it."""
+        seq = self._inflight_seqs.pop(mid, None)
+        if seq is not None:
+            self._unspilled.pop(seq, None)
 
     def _queue(self, seq: int, message: Message) -> int:
         dropped = super().append(message)
         self._pending_seqs.append(seq)
         for _ in range(dropped):
-            self._pending_seqs.popleft()
+            self._unspilled.pop(self._pending_seqs.popleft(), None)
         return dropped
 
+    def _spill(self, force: bool) -> None:
+        """Write every owed message not yet on disk, when the oldest has waited ``spill_after``
+        (or ``force``). All of them, not only the old ones: one large append per outage
+        period instead of a partly written page per result."""
+        if not self._unspilled:
+            return
+        _, oldest = next(iter(self._unspilled.values()))
+        if not force and self._clock() - oldest < self.spill_after:
+            return
+        for seq, (message, _) in self._unspilled.items():
+            self._write_message(seq, _encode_message(seq, message))
+        self._unspilled.clear()
+
+    def _write_message(self, seq: int, record: bytes) -> None:
+        if self._segments[-1].size >= self.segment_bytes:
+            self._roll()
+        self._write(record)
+        self._segments[-1].add(seq)
+        self._last_spilled = seq
+
     def _state(self) -> tuple[int, tuple[int, ...]]:
-        """The checkpoint now: (floor, listed) such that owed = ``seq >= floor`` or listed."""
+        """The checkpoint now: (floor, listed) such that owed = ``seq >= floor`` or listed.
+
+        Only messages on disk (seq up to ``_last_spilled``) matter: with none of them owed the
+        floor stays just past the last one written, so acks of messages that never touched the
+        disk change nothing and write nothing."""
         pending = self._pending_seqs
-        floor = max(self._floor, pending[0]) if pending else self._next_seq
-        listed = set(self._inflight_seqs.values())
+        last = self._last_spilled
+        floor = max(self._floor, pending[0]) if pending and pending[0] <= last else max(self._floor, last + 1)
+        listed = {seq for seq in self._inflight_seqs.values() if seq <= last}
         for seq in pending:  # recovered ones ahead of the floor (few: at most the old in-flight)
             if seq >= floor:
                 break
@@ -458,6 +527,7 @@ class DiskOutbox(Outbox):
             if seq >= floor or seq in listed:
                 self._queue(seq, message)
         self.recovered = self.pending
+        self._last_spilled = self._next_seq - 1  # what was read back is on disk
         if self.dropped:
             log.warning("spool: %s held more than the bounds allow: dropped the %d oldest messages",
                         self.directory, self.dropped)

@@ -44,7 +44,9 @@ log = logging.getLogger(__name__)
 EventCallback = Callable[[str, dict[str, Any]], None]
 """``on_event(name, details)``: called from the capture thread, so it must be quick
 and thread-safe (e.g. put onto a queue). Names: ``source_lost`` {source, reason},
-``source_back`` {source, downtime_s, attempts}, ``source_failed`` {source, reason}."""
+``source_back`` {source, downtime_s, attempts}, ``source_failed`` {source, reason}.
+``downtime_s`` is the time without frames: from the last frame read before the loss (a stall
+is only noticed after the source's stall timeout) to the first one after."""
 
 
 def _ignore(name: str, details: dict[str, Any]) -> None:
@@ -95,6 +97,9 @@ class Capture:
         so the camera stays open and fresh, but not handed over."""
         self.last_frame: Frame | None = None
         """The latest frame handed over (for snapshots); read from any thread."""
+        self.last_camera: Frame | None = None
+        """The latest frame as the source gave it, before rotate/flip/roi (a reference: the web
+        view shows the ROI on it); read from any thread."""
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
         self._started = False
         self._closed = False
@@ -184,6 +189,7 @@ class Capture:
         is_open = False
         backoff = self.retry_initial
         lost_since: float | None = None
+        last_frame_at: float | None = None  # downtime counts from here: a stall is noticed late
         attempts = 0
         while not self._stop.is_set():
             try:
@@ -207,7 +213,7 @@ class Capture:
                 attempts += 1
                 reason = str(exc) if isinstance(exc, SourceError) else repr(exc)
                 if lost_since is None:
-                    lost_since = time.monotonic()
+                    lost_since = last_frame_at if last_frame_at is not None else time.monotonic()
                     log.warning("capture: %s lost: %s (retrying in %.1fs)", source.name, reason, backoff)
                     self._emit("source_lost", {"source": source.name, "reason": reason})
                 else:
@@ -221,6 +227,7 @@ class Capture:
                     log.info("capture: %s ended", source.name)
                 return
             backoff = self.retry_initial
+            last_frame_at = time.monotonic()
             if lost_since is not None:
                 downtime = time.monotonic() - lost_since
                 log.warning("capture: %s back after %.1fs", source.name, downtime)
@@ -267,6 +274,7 @@ class Capture:
         return True
 
     def _transform(self, frame: Frame) -> Frame:
+        self.last_camera = frame
         if self.rotate == 0 and self.flip == "none" and not self.roi:
             return frame
         image = transform.apply(frame.image, degrees=self.rotate, mode=self.flip, roi=self.roi)

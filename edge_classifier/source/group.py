@@ -120,6 +120,17 @@ class CaptureGroup:
                   if c.last_frame is not None and c.last_frame.source == name]
         return frames[0] if frames else None
 
+    def capture_for(self, name: str) -> Capture | None:
+        """The capture of the source named ``name``, or whose newest frame is camera ``name``."""
+        capture = self.captures.get(name)
+        if capture is not None:
+            return capture
+        for capture in self.captures.values():
+            frame = capture.last_camera or capture.last_frame
+            if frame is not None and frame.source == name:
+                return capture
+        return None
+
     @property
     def sources(self) -> list[Source]:
         return [c.source for c in self.captures.values()]

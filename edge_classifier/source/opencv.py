@@ -1,12 +1,20 @@
 """Frames through ``cv2.VideoCapture``: a camera index, ``/dev/videoN``, an ``rtsp://``
 or ``http(s)://`` (MJPEG) stream, or a video file.
 
-Network streams go through OpenCV's FFmpeg backend with open and read timeouts, so
-a dead server fails a read instead of hanging it (checked against a local MJPEG
-server in the tests). Devices and streams are live; a video file is not: every frame
-is delivered, ``read`` returns None at its end, or with ``loop`` the file is opened
-again from the start (reopening rather than seeking also picks up a file that was
-replaced, and reports one that vanished).
+Devices and streams are live: a read that brings no frame within ``read_timeout``
+(``source.stall_timeout``) fails with a SourceError, so a camera that froze with its
+socket open is noticed then and reopened, for every kind of URL: every read runs on a
+thread of its own (:mod:`edge_classifier.source.stall`), and network streams also get
+FFmpeg's open and read timeouts. ``Frame.captured`` of the last frame is what the
+capture counts downtime from.
+
+A video file is not live: every frame is delivered, ``read`` returns None at its end,
+or with ``loop`` the file is opened again from the start (reopening rather than seeking
+also picks up a file that was replaced, and reports one that vanished).
+
+OpenCV's and FFmpeg's own log lines (``[ WARN:0@...] global cap.cpp...``, ``[tcp @
+0x...] Connection refused``) would go to stderr beside ours at every reconnect:
+they are silenced unless this logger is at DEBUG; our log says what failed, once.
 """
 
 from __future__ import annotations
@@ -16,9 +24,11 @@ import os
 import re
 
 import cv2
+import numpy as np
 
 from edge_classifier.errors import SourceError
 from edge_classifier.source.base import Frame, stamp
+from edge_classifier.source.stall import StallGuard
 
 __all__ = ["OpenCVSource", "parse_uri"]
 
@@ -26,6 +36,14 @@ log = logging.getLogger(__name__)
 
 _STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
 _DEVICE = re.compile(r"^/dev/video(\d+)$")
+
+
+def _quiet_native_logs() -> None:
+    """Silence OpenCV's logger and FFmpeg's (read when FFmpeg is first used, so still in time)."""
+    if log.isEnabledFor(logging.DEBUG):
+        return
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
 def parse_uri(uri: str) -> tuple[str, int | str]:
@@ -61,6 +79,7 @@ class OpenCVSource:
         self.kind, self.target = parse_uri(uri)
         self.live = self.kind != "file"
         self._cap: cv2.VideoCapture | None = None
+        self._guard: StallGuard[tuple[bool, np.ndarray | None]] | None = None
         self._index = 0
 
     def _describe(self) -> str:
@@ -69,6 +88,7 @@ class OpenCVSource:
 
     def open(self) -> None:
         self.close()
+        _quiet_native_logs()
         if self.kind == "file" and not os.path.isfile(str(self.target)):
             raise SourceError(f"video file {self.target} does not exist")
         params: list[int] = []
@@ -85,6 +105,9 @@ class OpenCVSource:
         if self.kind == "device":
             self._request(cap)
         self._cap = cap
+        if self.live:
+            # From here on only the guard's reader thread touches `cap` (it also releases it).
+            self._guard = StallGuard(cap.read, cap.release, name=self.name, timeout=self.read_timeout)
         log.debug("opencv: opened %s %s with %s", self.kind, self._describe(), cap.getBackendName())
 
     def _request(self, cap: cv2.VideoCapture) -> None:
@@ -101,7 +124,15 @@ class OpenCVSource:
     def read(self) -> Frame | None:
         if self._cap is None:
             raise SourceError(f"{self.name}: read before open")
-        ok, image = self._cap.read()
+        if self._guard is not None:
+            try:
+                ok, image = self._guard.read()
+            except SourceError as exc:
+                self._cap = self._guard = None  # abandoned: the reader thread releases it
+                raise SourceError(f"{self.kind} {self._describe()}: {exc}: the camera or stream sends "
+                                  f"nothing (source.stall_timeout)") from exc
+        else:
+            ok, image = self._cap.read()
         if not ok or image is None:
             if self.kind != "file":
                 raise SourceError(f"cannot read a frame from {self.kind} {self._describe()}")
@@ -119,5 +150,8 @@ class OpenCVSource:
 
     def close(self) -> None:
         cap, self._cap = self._cap, None
-        if cap is not None:
+        guard, self._guard = self._guard, None
+        if guard is not None:
+            guard.close()  # releases cap on its reader thread
+        elif cap is not None:
             cap.release()

@@ -73,7 +73,7 @@ def _picamera2(config: SourceConfig, mqtt: MqttConfig, input_size: tuple[int, in
 
 def _opencv(config: SourceConfig, mqtt: MqttConfig, input_size: tuple[int, int] | None) -> Source:
     return OpenCVSource(config.uri, name=source_name(config), loop=config.loop, width=config.width,
-                        height=config.height, fps=config.fps)
+                        height=config.height, fps=config.fps, read_timeout=config.stall_timeout)
 
 
 def _images(config: SourceConfig, mqtt: MqttConfig, input_size: tuple[int, int] | None) -> Source:
