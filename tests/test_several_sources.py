@@ -125,3 +125,13 @@ def test_commands_name_a_source(tmp_path, broker):
             pass
         daemon.signal(signal.SIGTERM)
         assert daemon.wait(15) == 0
+
+
+def test_the_fps_command_is_refused_with_several_sources(tmp_path, broker):
+    tables = "".join(images(name, folder(tmp_path / name, 2)) + "loop = true\nfps = 5\n" for name in ("a", "b"))
+    with Probe(broker.host, broker.port) as probe, \
+            DaemonProcess("-c", str(config(tmp_path, broker.port, tables)), "--stdout") as daemon:
+        daemon.next_result(30)
+        reply = ask(probe, "config", {"fps": 30})
+        assert reply["ok"] is False and "each source has its own fps" in reply["error"], reply
+        assert ask(probe, "config", {"top_k": 2})["ok"] is True  # the other settings still change

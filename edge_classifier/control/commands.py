@@ -106,6 +106,9 @@ class CommandHandler:
     def config(self, arguments: dict[str, Any], request: Request | None = None) -> dict[str, Any]:
         changes = {k: v for k, v in arguments.items() if k != "request_id"}
         new = apply_changes(self.daemon.config, changes)  # ConfigError: nothing changes
+        if new.sources and new.source.fps != self.daemon.config.source.fps:
+            raise CommandError("source.fps: with [[sources]] each source has its own fps; "
+                               "change it in the file and reload")
         self.daemon.apply_runtime(new)
         return {"config": report.runtime_settings(self.daemon.config)}
 
@@ -224,7 +227,7 @@ def _source_argument(arguments: dict[str, Any]) -> str | None:
     """The optional ``source`` argument (a source's or camera's name); nothing else allowed."""
     extra = sorted(k for k in arguments if k not in ("request_id", "source"))
     if extra:
-        raise CommandError(f"unexpected arguments: {', '.join(extra)} (only source)")
+        raise CommandError(f"unexpected arguments: {', '.join(extra)}")
     if "source" not in arguments:
         return None
     name = arguments["source"]
