@@ -39,7 +39,8 @@ class Handoff:
         if capacity < 1:
             raise ValueError(f"Invalid handoff capacity: {capacity}")
         self.overwrite = overwrite
-        self.capacity = 1 if overwrite else capacity
+        self.capacity = capacity
+        """Frames a FIFO (file) lane holds; an overwrite lane holds one."""
         self.dropped = 0
         self._on_drop = on_drop
         # Insertion order is the round-robin order: a lane is taken from the front and,
