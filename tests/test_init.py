@@ -98,3 +98,30 @@ def test_bad_flags_name_the_problem(tmp_path: Path) -> None:
     done = init("-o", "-", "--models-dir", str(empty))
     assert done.returncode == 78
     assert "no .tflite model there" in done.stderr
+
+
+def test_picamera2_counts_pi_cameras_not_usb_webcams(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    from edge_classifier.cli.init import _picamera2_cameras
+
+    # Shaped like Picamera2.global_camera_info() on a Pi 5: a CSI camera and a UVC webcam.
+    csi = {"Model": "imx708", "Location": 2, "Rotation": 180, "Num": 0,
+           "Id": "/base/axi/pcie@120000/rp1/i2c@88000/imx708@1a"}
+    uvc = {"Model": "HD Pro Webcam C920", "Location": 2, "Rotation": 0, "Num": 1,
+           "Id": "/base/axi/pcie@120000/rp1/usb@200000-1:1.0-046d:082d"}
+    attached: list[dict[str, object]] = [csi, uvc]
+
+    class Picamera2:
+        @staticmethod
+        def global_camera_info() -> list[dict[str, object]]:
+            return list(attached)
+
+    module = types.ModuleType("picamera2")
+    module.Picamera2 = Picamera2  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "picamera2", module)
+    assert _picamera2_cameras() == 1
+    attached.remove(csi)
+    assert _picamera2_cameras() == 0  # only the webcam: V4L2 takes it
+    monkeypatch.setitem(sys.modules, "picamera2", None)  # import fails (absent, or numpy ABI)
+    assert _picamera2_cameras() == 0

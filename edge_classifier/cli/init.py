@@ -71,15 +71,20 @@ class Detected:
 
 
 def _picamera2_cameras() -> int:
-    """How many cameras libcamera lists; 0 when picamera2 is absent or fails to import."""
+    """How many Pi (CSI) cameras libcamera lists; 0 when picamera2 is absent or fails to import.
+
+    libcamera also lists USB webcams (its UVC handler, ``usb`` in the camera's Id): those
+    are left to V4L2/OpenCV, which handles their MJPEG and YUYV modes directly.
+    """
     try:
         from picamera2 import Picamera2
     except Exception:  # ImportError, or a numpy ABI mismatch inside its import
         return 0
     try:
-        return len(Picamera2.global_camera_info())
+        cameras = Picamera2.global_camera_info()
     except Exception:
         return 0
+    return sum(1 for camera in cameras if "usb" not in str(camera.get("Id", "")).lower())
 
 
 def source_from_flag(value: str) -> Choice:
