@@ -32,7 +32,7 @@ from typing import Any
 
 from edge_classifier.config.schema import SourceConfig
 from edge_classifier.errors import ConfigError, SourceError
-from edge_classifier.service.systemd import Intake
+from edge_classifier.service.watchdog import Intake
 from edge_classifier.source import transform
 from edge_classifier.source.base import Frame, Source
 from edge_classifier.source.handoff import Handoff

@@ -106,9 +106,12 @@ def build_wheels(image: Path, suite: str, arch: str, cache: Path, out: Path) -> 
     out.mkdir(parents=True, exist_ok=True)
     for wheel in deps.glob("*.whl"):
         shutil.copy2(wheel, out / wheel.name)
-    # This checkout as a wheel: pure Python, so one build serves every guest.
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--no-deps",
-                    "--wheel-dir", str(out), str(REPO)], check=True, stdout=subprocess.DEVNULL)
+    # This checkout as a wheel (pure Python: one build serves every guest), built from a
+    # copy so setuptools' build/ and egg-info never land in the working tree.
+    with tempfile.TemporaryDirectory(prefix="field-build-") as build:
+        copy_checkout(Path(build))
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--no-deps",
+                        "--wheel-dir", str(out), build], check=True, stdout=subprocess.DEVNULL)
 
 
 def copy_checkout(out: Path) -> None:
