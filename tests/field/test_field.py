@@ -25,7 +25,7 @@ def _rig(*args: str) -> subprocess.CompletedProcess[str]:
     if os.geteuid() != 0:
         pytest.fail("the field rig needs root (debootstrap, apt for qemu)")
     return subprocess.run([sys.executable, str(HERE / "rig.py"), *args], capture_output=True, text=True,
-                          timeout=1700, check=False)
+                          timeout=7000, check=False)
 
 
 def _checks(stdout: str) -> dict[str, str]:
@@ -42,9 +42,13 @@ def test_amd64_service(suite: str) -> None:
     assert not missing, done.stdout
 
 
+@pytest.mark.timeout(7200)
 def test_arm64_classify_and_short_run() -> None:
+    """Not yet run to the end: building the arm64 image runs debootstrap's second stage
+    under TCG (tens of minutes, once), then the guest installs the aarch64 wheels, runs
+    `classify` and a 20-frame `run`."""
     if shutil.which("qemu-system-aarch64") is None:
         subprocess.run(["bash", str(HERE / "install-deps")], check=True)
-    done = _rig("--suite", "trixie", "--arch", "arm64")
+    done = _rig("--suite", "trixie", "--arch", "arm64", "--timeout", "3000")
     assert done.returncode == 0, done.stdout + done.stderr
     assert _checks(done.stdout) >= {"classify": "PASS", "short_run": "PASS"}
