@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 import glob
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
