@@ -3,7 +3,9 @@
 #
 #   sudo systemd/uninstall.sh [--purge] [--dry-run]
 #
-# Stops and disables the service, removes the unit and /opt/edge-classifier (the venv).
+# Stops and disables the service, removes the unit, /opt/edge-classifier (the venv) and the
+# Coral udev rules install.sh --coral wrote (libedgetpu itself is an apt package:
+# `apt remove libedgetpu1-std`).
 # Keeps /etc/edge-classifier (config, mqtt-password) and /var/lib/edge-classifier (models)
 # unless --purge, which also removes them and the edge-classifier user. The groups video,
 # plugdev and apex stay: other software may use them.
@@ -19,6 +21,7 @@ PREFIX="$ROOT/opt/$NAME"
 ETC="$ROOT/etc/$NAME"
 STATE="$ROOT/var/lib/$NAME"
 UNIT="$ROOT/etc/systemd/system/$NAME.service"
+UDEV_RULES="$ROOT/etc/udev/rules.d/65-$NAME-coral.rules"
 
 PURGE=0
 DRY_RUN=0
@@ -32,7 +35,7 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         --purge) PURGE=1; shift ;;
         --dry-run) DRY_RUN=1; shift ;;
-        -h | --help) sed -n '2,14s/^# \{0,1\}//p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,16s/^# \{0,1\}//p' "$0"; exit 0 ;;
         *) die "unknown argument: $1 (see --help)" ;;
     esac
 done
@@ -66,6 +69,11 @@ fi
 note "2. program: $PREFIX"
 if [[ -e "$PREFIX" ]]; then
     run rm -rf "$PREFIX"
+fi
+
+if [[ -e "$UDEV_RULES" ]]; then
+    run rm -f "$UDEV_RULES"
+    run udevadm control --reload-rules || true
 fi
 
 if [[ $PURGE -eq 1 ]]; then

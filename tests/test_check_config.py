@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -135,3 +137,64 @@ def test_shipped_config_documents_every_key():
 
     walk(Config, data, "")
     assert missing == []
+
+
+# --- the source as it is now: warnings, not errors (the daemon waits for it) -------------
+
+
+def test_warns_about_a_source_that_does_not_exist(tmp_path):
+    from support.testdata import model
+
+    base = f'[model]\npath = "{model("mobilenet_v1_0.25_128_quant")}"\ndir = "{tmp_path}"\n[source]\n'
+    for source, warning in (
+        ('kind = "opencv"\nuri = "/dev/video98"', "source.uri: /dev/video98: no such device /dev/video98"),
+        ('kind = "opencv"\nuri = "98"', "source.uri: 98: no such device /dev/video98"),
+        (f'kind = "images"\nuri = "{tmp_path}/missing"', f"source.uri: {tmp_path}/missing: no such folder"),
+        ('kind = "opencv"\nuri = "/srv/clip.mp4"', "source.uri: /srv/clip.mp4: no such video file"),
+    ):
+        config = tmp_path / "config.toml"
+        config.write_text(base + source)
+        done = check("-c", str(config))
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == f"{config}: ok (1 warning)"
+        assert done.stderr.startswith(f"warning: {warning}"), done.stderr
+
+
+def test_no_warning_for_a_source_that_is_there(tmp_path):
+    from support.testdata import image, model
+
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    (folder / "parrot.jpg").write_bytes(image("parrot.jpg").read_bytes())
+    config = tmp_path / "config.toml"
+    config.write_text(f'[model]\npath = "{model("mobilenet_v1_0.25_128_quant")}"\ndir = "{tmp_path}"\n'
+                      f'[source]\nkind = "images"\nuri = "{folder}"\n')
+    done = check("-c", str(config))
+    assert (done.returncode, done.stdout.strip(), done.stderr) == (0, f"{config}: ok", "")
+
+
+EXAMPLES = sorted((REPO / "docs" / "examples").glob("*.toml"))
+
+
+def test_there_is_an_example_per_common_setup():
+    assert {p.stem for p in EXAMPLES} >= {"pi-camera-coral", "usb-webcam", "rtsp-camera", "mqtt-snapshots",
+                                         "home-assistant"}
+
+
+
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
+def test_config_examples_pass_check_config(example, tmp_path):
+    from support.testdata import MODELS
+
+    # As on a device, except that the model store is the test data (same file names).
+    text = example.read_text()
+    assert 'dir = "/var/lib/edge-classifier/models"' in text
+    config = tmp_path / example.name
+    config.write_text(text.replace("/var/lib/edge-classifier/models", str(MODELS)))
+    done = check("-c", str(config))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{config}: ok"), done.stdout
+    for line in done.stderr.splitlines():  # only the camera-is-not-here kind of warning
+        assert line.startswith("warning: source."), line

@@ -109,3 +109,66 @@ def test_the_probe_command_prints_the_json_and_exits_0(capsys):
     printed = json.loads(capsys.readouterr().out)
     assert set(printed) == {"runtimes", "edgetpu", "cameras"}
     assert printed["edgetpu"]["library"]["loadable"] is False
+
+
+# --- which libedgetpu build, and does it suit the runtime ----------------------------------
+
+
+def _dpkg(tmp_path, version: str, package: str = "libedgetpu1-std"):
+    status = tmp_path / "status"
+    status.write_text(f"Package: libusb-1.0-0\nStatus: install ok installed\nVersion: 2:1.0.26-1\n\n"
+                      f"Package: {package}\nStatus: install ok installed\nArchitecture: arm64\nVersion: {version}\n"
+                      "Description: Support library for Edge TPU\n multi-line description\n")
+    lib = tmp_path / "lib"
+    lib.mkdir(exist_ok=True)
+    (lib / "libedgetpu.so.1.0").write_bytes(b"\x7fELF")
+    if not (lib / "libedgetpu.so.1").exists():
+        (lib / "libedgetpu.so.1").symlink_to("libedgetpu.so.1.0")
+    return {"dpkg_status": status, "library_dirs": [str(lib)]}
+
+
+def test_probe_names_the_pinned_build_as_matching(tmp_path):
+    from edge_classifier.engine.libedgetpu import PINNED_VERSION
+
+    paths = _dpkg(tmp_path, PINNED_VERSION)
+    build = probe(tmp_path, tmp_path, try_delegate=dict, build_paths=paths)["edgetpu"]["build"]
+    assert build["package"] == "libedgetpu1-std" and build["version"] == "16.0tf2.19.1-1"
+    assert build["built_for_tf"] == "2.19.1"
+    assert build["path"] == str(tmp_path / "lib" / "libedgetpu.so.1")
+    assert build["resolved"] == str(tmp_path / "lib" / "libedgetpu.so.1.0")
+    assert build["matches_runtime"] is True
+    assert build["runtime"].startswith("ai-edge-litert ")
+
+
+def test_probe_says_googles_old_build_does_not_match(tmp_path):
+    build = probe(tmp_path, tmp_path, try_delegate=dict, build_paths=_dpkg(tmp_path, "16.0"))["edgetpu"]["build"]
+    assert build["matches_runtime"] is False
+    assert "crashes in runtimes after TF 2.11" in build["note"]
+
+
+def test_probe_compares_a_community_build_with_tflite_runtime(tmp_path):
+    from edge_classifier.engine.libedgetpu import installed_build
+
+    paths = _dpkg(tmp_path, "16.0tf2.17.1-1", package="libedgetpu1-max")
+    same = installed_build({"name": "tflite-runtime", "version": "2.17.1"}, **paths)
+    assert (same["package"], same["matches_runtime"]) == ("libedgetpu1-max", True)
+    other = installed_build({"name": "tflite-runtime", "version": "2.14.0"}, **paths)
+    assert other["matches_runtime"] is False and "mismatch" in other["note"]
+    unchecked = installed_build({"name": "ai-edge-litert", "version": "2.3.0"}, **paths)
+    assert unchecked["matches_runtime"] is None and "unchecked" in unchecked["note"]
+
+
+def test_probe_without_libedgetpu_says_how_to_install(tmp_path):
+    build = probe(tmp_path, tmp_path, try_delegate=dict,
+                  build_paths={"dpkg_status": tmp_path / "none", "library_dirs": [str(tmp_path)]})["edgetpu"]["build"]
+    assert build["path"] is None and build["version"] is None
+    assert build["note"] == "libedgetpu is not installed (systemd/install.sh --coral)"
+
+
+def test_install_sh_pins_the_same_build_probe_knows():
+    from pathlib import Path
+
+    from edge_classifier.engine.libedgetpu import PINNED_VERSION
+
+    script = (Path(__file__).resolve().parents[1] / "systemd" / "install.sh").read_text()
+    assert f'LIBEDGETPU_VERSION="{PINNED_VERSION}"' in script

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_classifier.service.systemd import Notifier, WatchdogGate
+from edge_classifier.service.systemd import Intake, Notifier, WatchdogGate
 
 
 def _bind(address: str) -> socket.socket:
@@ -254,3 +254,100 @@ def test_gate_uses_its_clock_when_no_time_is_given(watched: tuple[Notifier, sock
     now[0] += 5.0
     assert gate.tick()
     assert _pings(receiver) == 2
+
+
+# --- WatchdogGate with the pipeline's intake: waiting is healthy, a hang is not ----------
+
+
+def test_gate_pings_while_the_pipeline_waits_for_a_camera(watched: tuple[Notifier, socket.socket]) -> None:
+    notifier, receiver = watched
+    polled = [0.0]
+    gate = WatchdogGate(notifier, intake=lambda: Intake(taken=0, polled=polled[0]))
+    sent = []
+    for second in range(35):  # no frame ever; the workers keep asking
+        polled[0] = float(second)
+        sent.append(gate.tick(now=second + 0.1))
+    assert [i for i, s in enumerate(sent) if s] == [0, 10, 20, 30]
+    assert _pings(receiver) == 4
+
+
+def test_gate_withholds_when_frames_are_taken_and_none_finish(
+    watched: tuple[Notifier, socket.socket], caplog: pytest.LogCaptureFixture
+) -> None:
+    notifier, receiver = watched
+    intake = [Intake(taken=0, polled=0.0)]
+    gate = WatchdogGate(notifier, intake=lambda: intake[0])
+    assert gate.tick(now=0.0)  # waiting: healthy
+    intake[0] = Intake(taken=1, polled=1.0)  # a frame taken at 1 s ... and never finished
+    with caplog.at_level(logging.WARNING):
+        for second in range(2, 60):
+            intake[0] = Intake(taken=2, polled=float(second))  # the other worker still asks
+            assert not gate.tick(now=float(second))
+    assert sum("none finished" in r.getMessage() for r in caplog.records) == 1
+    assert _pings(receiver) == 1
+    gate.frame_done(now=60.0)  # it finished after all
+    assert gate.tick(now=60.5)
+
+
+def test_gate_withholds_when_the_pipeline_stops_asking(
+    watched: tuple[Notifier, socket.socket], caplog: pytest.LogCaptureFixture
+) -> None:
+    notifier, receiver = watched
+    gate = WatchdogGate(notifier, intake=lambda: Intake(taken=0, polled=3.0))  # last asked at 3 s
+    assert gate.tick(now=3.5)
+    with caplog.at_level(logging.WARNING):
+        assert not any(gate.tick(now=float(t)) for t in range(14, 40))  # > stall_limit since
+    assert any("stopped asking" in r.getMessage() for r in caplog.records)
+    assert _pings(receiver) == 1
+
+
+def test_gate_on_a_real_capture_tells_waiting_from_hung(watched: tuple[Notifier, socket.socket], tmp_path) -> None:
+    # A real Capture: first with a source that cannot open (no camera), then with a
+    # consumer that takes a frame and hangs in it.
+    from edge_classifier.errors import SourceError
+    from edge_classifier.source.capture import Capture
+
+    class Missing:
+        name, live = "cam0", True
+
+        def open(self) -> None:
+            raise SourceError("cannot open /dev/video9: no such device")
+
+        def read(self): ...
+
+        def close(self) -> None: ...
+
+    notifier, receiver = watched
+    with Capture(Missing(), retry_initial=0.05, retry_max=0.05) as capture:
+        gate = WatchdogGate(notifier, period=0.05, stall_limit=1.0, intake=lambda: capture.intake)
+        pings = 0
+        deadline = time.monotonic() + 0.6
+        while time.monotonic() < deadline:
+            assert capture.get(timeout=0.05) is None  # the pipeline asks, gets nothing
+            pings += gate.tick()
+        assert pings >= 5
+        assert capture.waiting == "cannot open /dev/video9: no such device"
+    _drain(receiver)
+
+    import numpy as np
+
+    from edge_classifier.source.base import Frame
+
+    class Camera:
+        name, live = "cam0", True
+
+        def open(self) -> None: ...
+
+        def read(self) -> Frame:
+            time.sleep(0.01)
+            return Frame(image=np.zeros((8, 8, 3), np.uint8), rgb=False, index=1, source="cam0",
+                         captured=time.monotonic(), timestamp=time.time())
+
+        def close(self) -> None: ...
+
+    with Capture(Camera()) as capture:
+        gate = WatchdogGate(notifier, period=0.05, stall_limit=1.0, intake=lambda: capture.intake)
+        assert capture.get(timeout=5) is not None  # taken ... and the "inference" hangs
+        assert capture.waiting is None
+        assert not any(gate.tick(now=time.monotonic() + t / 10) for t in range(20))
+        assert _pings(receiver) == 0

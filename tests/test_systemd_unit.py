@@ -188,11 +188,12 @@ def test_install_dry_run_prints_the_documented_steps_in_order(source: Path, root
         *(["useradd --system --user-group"] if not _user_exists() else []),
         f"python3 -m venv {r}/opt/edge-classifier/venv",
         f"{r}/opt/edge-classifier/venv/bin/pip install --disable-pip-version-check --upgrade {source}",
-        f"install -m 0640 -o root -g edge-classifier {source}/config.toml {r}/etc/edge-classifier/config.toml",
-        f"sed -i s\\|\\^dir\\ =\\ \\\"models\\\"\\|dir\\ =\\ \\\"/var/lib/edge-classifier/models\\\"\\| {r}/etc",
         f"{r}/var/lib/edge-classifier {r}/var/lib/edge-classifier/models",
         f"{source}/models/mobilenet.tflite {r}/var/lib/edge-classifier/models/",
         f"{source}/models/labels.txt {r}/var/lib/edge-classifier/models/",
+        f"{r}/opt/edge-classifier/venv/bin/edge-classifier init --output {r}/etc/edge-classifier/config.toml "
+        f"--models-dir {r}/var/lib/edge-classifier/models",
+        f"chgrp edge-classifier {r}/etc/edge-classifier/config.toml",
         f"install -D -m 0644 {source}/systemd/edge-classifier.service "
         f"{r}/etc/systemd/system/edge-classifier.service",
         "systemctl daemon-reload",
@@ -201,8 +202,10 @@ def test_install_dry_run_prints_the_documented_steps_in_order(source: Path, root
     ]
     positions = [_index(commands, step) for step in steps]
     assert positions == sorted(positions), commands
-    for note in ("1. groups", "2. user", "3. venv", "4. config", "5. models", "6. unit"):
+    for note in ("1. groups", "2. user", "3. venv", "4. models", "5. config", "7. unit"):
         assert f"== {note}" in result.stdout
+    assert "== 6. coral" not in result.stdout
+    assert "sed -i" not in result.stdout  # no more patching a copied config: init writes absolute paths
     assert "--system-site-packages" not in result.stdout
     assert _snapshot(root) == before  # a dry run changes nothing
 
@@ -222,7 +225,7 @@ def test_install_dry_run_leaves_an_existing_install_alone(source: Path, root: Pa
     result = _run(source / "systemd" / "install.sh", root, "--dry-run", "--no-start")
     assert result.returncode == 0, result.stderr
     commands = "\n".join(_commands(result.stdout))
-    assert "config.toml" not in commands  # never overwrite the user's config
+    assert "etc/edge-classifier/config.toml" not in commands  # never overwrite the user's config
     assert "sed -i" not in commands
     assert ".tflite" not in commands  # the store is not empty: nothing copied
     assert "edge-classifier.service " not in commands.replace("\n", " \n")  # same unit: not reinstalled
@@ -238,18 +241,115 @@ def test_install_dry_run_with_the_pi_extra(source: Path, root: Path) -> None:
     assert result.returncode == 0, result.stderr
     commands = _commands(result.stdout)
     assert any("python3 -m venv --system-site-packages" in c for c in commands)
-    assert any(c.endswith(f"--upgrade {source}\\[pi\\]") for c in commands), commands
+    pip = commands[_index(commands, "bin/pip install")]
+    assert pip.endswith(f"--upgrade {source}\\[pi\\]"), pip
+    # numpy stays where the system python3 has it (apt's, on a Pi), so picamera2 keeps working.
+    found = subprocess.run(["python3", "-c", "import numpy; print(numpy.__version__)"], capture_output=True,
+                           text=True, check=False)
+    if found.returncode == 0:
+        version = found.stdout.strip()
+        r = str(root)
+        assert f"write {r}/opt/edge-classifier/constraints.txt 0644: numpy==" in "\n".join(commands)
+        assert version in "\n".join(commands)
+        assert f"--constraint {r}/opt/edge-classifier/constraints.txt" in pip
+    else:
+        assert "no numpy from apt" in result.stderr
 
 
-def test_install_rejects_bad_arguments_and_missing_config(source: Path, root: Path) -> None:
+def test_install_rejects_bad_arguments(source: Path, root: Path) -> None:
     result = _run(source / "systemd" / "install.sh", root, "--dry-run", "--bogus")
     assert result.returncode != 0 and "--bogus" in result.stderr
     result = _run(source / "systemd" / "install.sh", root, "--dry-run", "--extras", "pi;rm")
     assert result.returncode != 0 and "pi;rm" in result.stderr
-    (source / "config.toml").unlink()
-    result = _run(source / "systemd" / "install.sh", root, "--dry-run")
-    assert result.returncode != 0 and "config.toml" in result.stderr
+    result = _run(source / "systemd" / "install.sh", root, "--dry-run", "--wheels", str(root / "nowhere"))
+    assert result.returncode != 0 and "--wheels" in result.stderr
     assert _commands(result.stdout) == []  # checked before anything would change
+
+
+def test_install_passes_the_init_flags_and_the_wheel_folder(source: Path, root: Path, tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    result = _run(source / "systemd" / "install.sh", root, "--dry-run", "--wheels", str(wheels),
+                  "--mqtt-host", "broker.lan", "--source", "/dev/video2", "--model", "m.tflite")
+    assert result.returncode == 0, result.stderr
+    commands = _commands(result.stdout)
+    r = str(root)
+    assert f"{r}/opt/edge-classifier/venv/bin/pip install --disable-pip-version-check --no-index " \
+        f"--find-links {wheels} --upgrade edge-classifier" in commands
+    init = commands[_index(commands, "edge-classifier init")]
+    assert init.endswith("--mqtt-host broker.lan --source /dev/video2 --model m.tflite")
+
+
+@pytest.mark.parametrize("machine", ["armv7l", "armv6l", "i686"])
+def test_install_refuses_32_bit_with_one_line(source: Path, root: Path, machine: str) -> None:
+    env = {**os.environ, "EDGE_CLASSIFIER_ROOT": str(root), "EDGE_CLASSIFIER_MACHINE": machine}
+    result = subprocess.run(["bash", str(source / "systemd" / "install.sh"), "--dry-run"], capture_output=True,
+                            text=True, env=env, timeout=60, check=False)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"install.sh: 32-bit systems are not supported ({machine}): LiteRT has no")
+    assert "install Raspberry Pi OS (64-bit)" in result.stderr
+
+
+def _coral(source: Path, root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "EDGE_CLASSIFIER_ROOT": str(root), "EDGE_CLASSIFIER_DEB": "bookworm arm64"}
+    return subprocess.run(["bash", str(source / "systemd" / "install.sh"), "--dry-run", "--no-start", *args],
+                          capture_output=True, text=True, env=env, timeout=60, check=False)
+
+
+DEB = "libedgetpu1-std_16.0tf2.19.1-1.bookworm_arm64.deb"
+
+
+def test_coral_from_a_mirror_folder_checks_the_sha256(source: Path, root: Path, tmp_path: Path) -> None:
+    import hashlib
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    standin = mirror / DEB
+    standin.write_bytes(b"a stand-in for the real .deb\n")
+    good = hashlib.sha256(standin.read_bytes()).hexdigest()
+    result = _coral(source, root, "--coral-from", str(mirror), "--coral-sha256", good)
+    assert result.returncode == 0, result.stderr
+    commands = _commands(result.stdout)
+    r = str(root)
+    assert f"env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {standin}" in commands
+    rules = commands[_index(commands, f"write {r}/etc/udev/rules.d/65-edge-classifier-coral.rules 0644")]
+    assert "1a6e" in rules and "18d1" in rules and "apex" in rules and "plugdev" in rules
+    assert "udevadm control --reload-rules" in commands
+    assert "== 6. coral" in result.stdout
+
+    # The same file with another hash expected: refused before anything changes, one line.
+    bad = "0" * 64
+    refused = _coral(source, root, "--coral-from", str(mirror), "--coral-sha256", bad)
+    assert refused.returncode == 1
+    assert _commands(refused.stdout) == []
+    assert refused.stderr == (f"install.sh: libedgetpu: {standin}: sha256 {good} is not the expected {bad}; "
+                              "not installing it\n")
+    # Pinned hashes come from systemd/libedgetpu.sha256; a wrong pin is refused the same way.
+    (source / "systemd" / "libedgetpu.sha256").write_text(f"{bad}  {DEB}\n")
+    refused = _coral(source, root, "--coral-from", str(mirror))
+    assert refused.returncode == 1 and "is not the expected" in refused.stderr
+
+
+def test_coral_without_a_pinned_sha256_is_refused(source: Path, root: Path, tmp_path: Path) -> None:
+    shutil.copy2(REPO / "systemd" / "libedgetpu.sha256", source / "systemd" / "libedgetpu.sha256")
+    result = _coral(source, root, "--coral")
+    assert result.returncode == 1
+    assert result.stderr == (f"install.sh: libedgetpu: no sha256 pinned for {DEB} in systemd/libedgetpu.sha256; "
+                             "check the file yourself and pass --coral-sha256 HEX\n")
+    mirror = tmp_path / "empty-mirror"
+    mirror.mkdir()
+    result = _coral(source, root, "--coral-from", str(mirror))
+    assert result.returncode == 1 and f"no {DEB} in {mirror}" in result.stderr
+
+
+def test_coral_download_uses_the_pinned_url(source: Path, root: Path) -> None:
+    (source / "systemd" / "libedgetpu.sha256").write_text(f"{'1' * 64}  {DEB}\n")
+    result = _coral(source, root, "--coral")
+    assert result.returncode == 0, result.stderr
+    fetch = _commands(result.stdout)[_index(_commands(result.stdout), "urllib.request")]
+    assert f"https://github.com/feranick/libedgetpu/releases/download/16.0TF2.19.1-1/{DEB}" in fetch
 
 
 def test_uninstall_dry_run_keeps_data_unless_purge(source: Path, root: Path) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import glob
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -11,7 +13,7 @@ from edge_classifier.cli.common import add_config_option
 from edge_classifier.config import Config, load_config
 from edge_classifier.errors import ConfigError
 
-__all__ = ["add_parser", "file_problems", "run"]
+__all__ = ["add_parser", "file_problems", "run", "source_warnings"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -60,6 +62,37 @@ def _web_problems(config: Config) -> list[str]:
     return []
 
 
+def source_warnings(config: Config) -> list[str]:
+    """The source as it is now: not an error (the daemon waits for a camera to appear), but
+    worth saying before the service starts and sits there waiting."""
+    source = config.source
+    kind, uri = source.kind, source.uri
+    if kind == "images":
+        if not glob.glob(uri) and not Path(uri).is_dir():
+            return [f"source.uri: {uri}: no such folder or file (the service waits for images to appear)"]
+        folder = Path(uri)
+        if folder.is_dir() and not any(p.is_file() for p in folder.iterdir()):
+            return [f"source.uri: {uri}: the folder is empty"]
+    elif kind == "opencv":
+        device = f"/dev/video{uri}" if uri.isdigit() else uri
+        if device.startswith("/dev/") and not Path(device).exists():
+            return [f"source.uri: {uri}: no such device {device} (the service waits for it; "
+                    f"`edge-classifier probe` lists the cameras)"]
+        if "://" not in uri and not uri.isdigit() and not device.startswith("/dev/") and not Path(uri).is_file():
+            return [f"source.uri: {uri}: no such video file"]
+    elif kind == "picamera2":
+        if importlib.util.find_spec("picamera2") is None:
+            return ["source.kind: picamera2 is not installed here (apt install python3-picamera2, then "
+                    "systemd/install.sh --extras pi)"]
+    elif kind == "auto":
+        from edge_classifier.source.auto import video_devices
+
+        if importlib.util.find_spec("picamera2") is None and not video_devices():
+            return ["source.kind: auto: no camera now (no picamera2, no /dev/video*): "
+                    "the service waits for one to appear"]
+    return []
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         config, path = load_config(args.config)
@@ -71,7 +104,10 @@ def run(args: argparse.Namespace) -> int:
     if problems:
         _report(where, problems)
         return ConfigError.exit_code
-    print(f"{where}: ok")
+    warnings = source_warnings(config)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{where}: ok" + (f" ({len(warnings)} warning{'s' if len(warnings) != 1 else ''})" if warnings else ""))
     return 0
 
 

@@ -8,7 +8,7 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from edge_classifier import __version__
-from edge_classifier.cli import bench, check_config, classify, learn, models, probe, run
+from edge_classifier.cli import bench, check_config, classify, init, learn, models, probe, run
 from edge_classifier.errors import EdgeClassifierError
 from edge_classifier.service.logs import configure_logging
 
@@ -17,7 +17,7 @@ __all__ = ["build_parser", "main"]
 Command = Callable[[argparse.Namespace], int]
 
 # Each command module contributes `add_parser(subparsers)` and `run(args) -> exit code`.
-COMMANDS = (run, classify, check_config, models, probe, bench, learn)
+COMMANDS = (run, classify, check_config, models, probe, bench, learn, init)
 
 
 def build_parser() -> argparse.ArgumentParser:

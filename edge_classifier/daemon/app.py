@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 5.0  # SIGTERM to exit, at most
 _TICK = 0.25  # main loop period: watchdog, stats, pipeline end
+READY_MQTT_WAIT = 10.0  # READY waits this long for the broker at most
 
 
 class Daemon:
@@ -75,7 +76,9 @@ class Daemon:
         self.max_frames = max_frames
         self._stdout = stdout
         self.notifier = notifier or Notifier.from_env()
-        self.watchdog = WatchdogGate(self.notifier)
+        # The watchdog sees the pipeline's intake: waiting for a camera is healthy, a hang is not.
+        self.watchdog = WatchdogGate(self.notifier,
+                                     intake=lambda: self.pipeline.capture.intake if self.pipeline else None)
         self.topics = Topics(config.mqtt.topic_prefix)
         self._models: ModelSet | None = None  # until the pipeline runs; then pipeline.models
         self.modelctl: ModelControl | None = None
@@ -225,8 +228,12 @@ class Daemon:
         status_due = stats_due = 0.0
         ready = False
         while True:
-            if not ready and self._classified:
-                # READY=1 once the model is loaded and the source delivers frames.
+            connection = self.connection
+            if not ready and (connection is None or connection.connected.is_set()
+                              or time.monotonic() - self.started > READY_MQTT_WAIT):
+                # READY=1 once the model is loaded and MQTT is connected (or has had its
+                # chance), camera or not: a missing camera or broker is a state to report
+                # (STATUS, events), not a failed start for systemd to retry.
                 ready = True
                 self.notifier.ready(self._status_line())
             item = control.get(_TICK)
@@ -319,6 +326,10 @@ class Daemon:
         self._status_last = (now, classified)
         fps = (classified - before) / max(1e-6, now - then)
         paused = ", paused" if self.pipeline and self.pipeline.paused else ""
+        waiting = self.pipeline.capture.waiting if self.pipeline else None
+        if waiting is not None:
+            name = self.pipeline.capture.source.name if self.pipeline else "?"
+            return f"waiting for camera {name} ({waiting}), model {info.name} on {info.accelerator}{paused}"
         return f"{fps:.1f} fps, model {info.name} on {info.accelerator}, {classified} frames{paused}"
 
     # --- MQTT: commands, Home Assistant, stats -------------------------------------------

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_classifier.engine.edgetpu import EDGETPU_LIBRARY, AcceleratorUnavailable, load_edgetpu_delegate
+from edge_classifier.engine.libedgetpu import installed_build
 from edge_classifier.engine.runtime import RUNTIMES, load_runtime
 from edge_classifier.errors import RuntimeMissingError
 
@@ -43,15 +44,23 @@ def probe(
     *,
     try_delegate: Callable[[], dict[str, Any]] | None = None,
     try_import: Callable[[str], Any] = importlib.import_module,
+    build_paths: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The ``probe`` command's JSON: ``runtimes``, ``edgetpu`` and ``cameras``."""
+    """The ``probe`` command's JSON: ``runtimes``, ``edgetpu`` and ``cameras``.
+
+    ``build_paths`` (tests): ``dpkg_status`` and ``library_dirs`` for :func:`installed_build`.
+    """
     sys_root, dev_root = Path(sys_root), Path(dev_root)
+    found = runtimes(try_import)
+    in_use = next((r for r in found if r["available"]), None)
     return {
-        "runtimes": runtimes(try_import),
+        "runtimes": found,
         "edgetpu": {
             "usb": usb_corals(sys_root),
             "pcie": pcie_corals(sys_root, dev_root),
             "library": (try_delegate or edgetpu_library)(),
+            # Which build, and whether it suits the runtime in use (libedgetpu.py).
+            "build": installed_build(in_use, **(build_paths or {})),
         },
         "cameras": {"v4l2": v4l2_cameras(sys_root, dev_root), "picamera2": _importable("picamera2", try_import)},
     }

@@ -11,17 +11,20 @@ Two pieces:
 - :class:`Notifier` sends the messages. Outside systemd (no ``$NOTIFY_SOCKET``) every call is
   a cheap no-op, and a failed send is logged once at debug level and otherwise ignored: the
   daemon must never die because systemd went away.
-- :class:`WatchdogGate` decides *when* to send ``WATCHDOG=1``: only while frames really
-  flow (or while the daemon is healthily idle, e.g. paused by a user), so systemd restarts
-  a daemon whose pipeline is stuck even though its main loop still spins.
+- :class:`WatchdogGate` (``watchdog.py``) decides *when* to send ``WATCHDOG=1``: while the daemon itself is
+  alive. The main loop calls :meth:`WatchdogGate.tick`, so a hung main loop sends nothing;
+  and the gate pings only while the pipeline makes progress (frames classified) or is
+  healthily waiting for a frame (asking the source and getting none: no camera yet, a
+  camera that went away, a paused daemon). A pipeline that took frames and finished none
+  within the stall limit is hung: no ping, and systemd restarts the service. A missing
+  camera is never a reason to restart (that is a restart loop that cannot help).
 
 Typical wiring in the daemon::
 
     with Notifier.from_env() as notifier:
         gate = WatchdogGate(notifier)
-        gate.set_idle_ok(True)          # startup: loading the model, opening the camera
-        notifier.ready()
-        gate.set_idle_ok(False)         # from now on only real frames keep us alive
+        gate = WatchdogGate(notifier, intake=lambda: capture.intake)
+        notifier.ready()                # model loaded, MQTT set up: frames may come later
         while running:                  # pipeline thread calls gate.frame_done() per result
             gate.tick()
             ...
@@ -33,13 +36,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from os import environ as _os_environ
 from os import getpid
 from socket import AF_UNIX, SOCK_DGRAM, socket
 from types import TracebackType
 
-__all__ = ["Notifier", "WatchdogGate"]
+__all__ = ["Intake", "Notifier", "WatchdogGate"]
 
 log = logging.getLogger(__name__)
 
@@ -214,86 +217,5 @@ def _one_line(text: str) -> str:
     return " ".join(text.splitlines())
 
 
-class WatchdogGate:
-    """Sends ``WATCHDOG=1`` only while frames really flow.
-
-    :meth:`tick` (main loop) pings when all hold:
-
-    1. at least ``period`` seconds passed since the last ping (default: the notifier's
-       :attr:`Notifier.watchdog_interval`, i.e. half of ``WatchdogSec=``);
-    2. a frame was done since the last ping, and the newest one is at most ``stall_limit``
-       seconds old (default: ``period``) -- or the daemon is healthily idle
-       (:meth:`set_idle_ok`), e.g. paused by a user, starting up, or reloading.
-
-    Otherwise it withholds the ping; ``WatchdogSec=`` after the last ping systemd kills and
-    restarts the service. So with ``WatchdogSec=30``, frames must come at least every ~15 s
-    while not idle; a source configured slower than that should run with idle_ok set.
-
-    Threads: :meth:`frame_done` runs on the pipeline thread and only stores a float, which
-    is atomic under the GIL; :meth:`tick` and :meth:`set_idle_ok` run on the main loop and
-    read it. No lock is needed and the hot path stays cheap.
-    """
-
-    def __init__(
-        self,
-        notifier: Notifier,
-        *,
-        period: float | None = None,
-        stall_limit: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._notifier = notifier
-        #: Seconds between pings; None disables the gate (no watchdog for this process).
-        self.period: float | None = period if period is not None else notifier.watchdog_interval
-        #: How old the newest frame may be for the pipeline to count as flowing.
-        self.stall_limit: float | None = stall_limit if stall_limit is not None else self.period
-        self._clock = clock
-        self._last_frame: float | None = None  # written by the pipeline thread
-        self._last_ping: float | None = None
-        self._idle_ok = False
-        self._stall_logged = False
-
-    def frame_done(self, now: float | None = None) -> None:
-        """Record that a frame was classified and published (called for every result)."""
-        self._last_frame = self._clock() if now is None else now
-
-    def set_idle_ok(self, idle_ok: bool) -> None:
-        """While True, ping without frames: the daemon is healthy but not processing."""
-        self._idle_ok = idle_ok
-
-    @property
-    def idle_ok(self) -> bool:
-        return self._idle_ok
-
-    def tick(self, now: float | None = None) -> bool:
-        """Ping if due and healthy (see the class docstring); returns True when a ping went out.
-
-        Call it from the main loop often compared with ``period`` (every second is fine).
-        """
-        if self.period is None:
-            return False
-        now = self._clock() if now is None else now
-        if self._last_ping is not None and now - self._last_ping < self.period:
-            return False
-        if not self._healthy(now):
-            return False
-        self._last_ping = now
-        self._stall_logged = False
-        return self._notifier.watchdog()
-
-    def _healthy(self, now: float) -> bool:
-        if self._idle_ok:
-            return True
-        last_frame = self._last_frame  # one read: the pipeline thread may store a newer one
-        if last_frame is None:
-            return False
-        fresh = self._last_ping is None or last_frame > self._last_ping
-        if fresh and self.stall_limit is not None and now - last_frame <= self.stall_limit:
-            return True
-        if not self._stall_logged:
-            self._stall_logged = True
-            log.warning(
-                "No frame for %.1f s: withholding the systemd watchdog ping so the service gets restarted",
-                now - last_frame,
-            )
-        return False
+# The watchdog policy lives beside the protocol; importable from here as before.
+from edge_classifier.service.watchdog import Intake, WatchdogGate  # noqa: E402

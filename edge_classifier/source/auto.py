@@ -9,10 +9,13 @@ each open, so a camera plugged in later is found by the capture loop's retries.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import glob
 import importlib.util
 import logging
+import os
 import re
+import struct
 from collections.abc import Callable
 
 from edge_classifier.errors import ConfigError, SourceError
@@ -20,7 +23,7 @@ from edge_classifier.source.base import Frame, Source
 from edge_classifier.source.opencv import OpenCVSource
 from edge_classifier.source.picamera2 import Picamera2Source
 
-__all__ = ["AutoSource", "video_devices"]
+__all__ = ["AutoSource", "V4L2Device", "capture_devices", "query_v4l2", "video_devices"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,66 @@ def video_devices(pattern: str = "/dev/video*") -> list[str]:
         match = re.search(r"(\d+)$", path)
         return int(match.group(1)) if match else -1
     return sorted(glob.glob(pattern), key=number)
+
+
+# VIDIOC_QUERYCAP = _IOR('V', 0, struct v4l2_capability); the struct is driver[16],
+# card[32], bus_info[32], then u32 version, capabilities, device_caps, reserved[3]: 104 bytes.
+_VIDIOC_QUERYCAP = 0x80685600
+_CAPABILITY = struct.Struct("16s32s32sIII12x")
+_CAP_VIDEO_CAPTURE = 0x00000001
+_CAP_VIDEO_CAPTURE_MPLANE = 0x00001000
+_CAP_DEVICE_CAPS = 0x80000000
+# Capture nodes that are not a camera OpenCV can read: the Pi camera's raw Bayer
+# receivers (unicam on Pi 0-4, rp1-cfe on Pi 5: libcamera/picamera2 drives them) and the
+# Pi's ISP back ends.
+_NOT_FOR_OPENCV = ("unicam", "rp1-cfe", "bcm2835-isp", "pispbe")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class V4L2Device:
+    """One ``/dev/videoN`` as its driver describes it (``VIDIOC_QUERYCAP``)."""
+
+    path: str
+    driver: str
+    card: str
+    capture: bool
+    """Delivers video frames (not a codec, an output or a metadata node)."""
+
+    @property
+    def camera(self) -> bool:
+        """A camera OpenCV can capture from."""
+        return self.capture and self.driver not in _NOT_FOR_OPENCV
+
+
+def query_v4l2(path: str) -> V4L2Device | None:
+    """Ask the driver what ``path`` is; None when it cannot be opened or is not V4L2.
+
+    Opening a V4L2 node and querying it starts no streaming and changes nothing.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        buffer = bytearray(_CAPABILITY.size)
+        fcntl.ioctl(fd, _VIDIOC_QUERYCAP, buffer)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    driver, card, _bus, _version, caps, device_caps = _CAPABILITY.unpack(bytes(buffer))
+    if caps & _CAP_DEVICE_CAPS:
+        caps = device_caps  # what this node does, not the whole driver
+    return V4L2Device(path, driver.split(b"\0")[0].decode(errors="replace"),
+                      card.split(b"\0")[0].decode(errors="replace"),
+                      bool(caps & (_CAP_VIDEO_CAPTURE | _CAP_VIDEO_CAPTURE_MPLANE)))
+
+
+def capture_devices(pattern: str = "/dev/video*",
+                    query: Callable[[str], V4L2Device | None] = query_v4l2) -> list[V4L2Device]:
+    """The V4L2 nodes that are cameras OpenCV can read, in number order."""
+    found = [query(path) for path in video_devices(pattern)]
+    return [device for device in found if device is not None and device.camera]
 
 
 class AutoSource:

@@ -32,6 +32,7 @@ from typing import Any
 
 from edge_classifier.config.schema import SourceConfig
 from edge_classifier.errors import ConfigError, SourceError
+from edge_classifier.service.watchdog import Intake
 from edge_classifier.source import transform
 from edge_classifier.source.base import Frame, Source
 from edge_classifier.source.handoff import Handoff
@@ -100,6 +101,11 @@ class Capture:
         self.last_camera: Frame | None = None
         """The latest frame as the source gave it, before rotate/flip/roi (a reference: the web
         view shows the ROI on it); read from any thread."""
+        self.waiting: str | None = "opening"
+        """Why no frames come now (``opening``, the last open/read error), None while they flow;
+        written by the capture thread, read by the main loop for the status line."""
+        self._taken = 0
+        self._polled: float | None = None
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
         self._started = False
         self._closed = False
@@ -127,8 +133,19 @@ class Capture:
 
     def get(self, timeout: float) -> Frame | None:
         """The next frame for the consumer; None on timeout or once ended and drained."""
+        # The consumer's side (one pipeline worker at a time, under the pipeline's take
+        # lock); the main loop reads these two through `intake` for the watchdog.
+        self._polled = time.monotonic()
         # Crossing: frames come from the capture thread through the handoff.
-        return self._handoff.get(timeout)
+        frame = self._handoff.get(timeout)
+        if frame is not None:
+            self._taken += 1
+        return frame
+
+    @property
+    def intake(self) -> Intake:
+        """What the watchdog needs: frames taken by the consumer and when it last asked."""
+        return Intake(self._taken, self._polled)
 
     def stop(self) -> None:
         """Ask the capture thread to end and wait for it, at most ``join_timeout``.
@@ -212,6 +229,7 @@ class Capture:
                 self.failures += 1
                 attempts += 1
                 reason = str(exc) if isinstance(exc, SourceError) else repr(exc)
+                self.waiting = reason
                 if lost_since is None:
                     lost_since = last_frame_at if last_frame_at is not None else time.monotonic()
                     log.warning("capture: %s lost: %s (retrying in %.1fs)", source.name, reason, backoff)
@@ -228,6 +246,7 @@ class Capture:
                 return
             backoff = self.retry_initial
             last_frame_at = time.monotonic()
+            self.waiting = None
             if lost_since is not None:
                 downtime = time.monotonic() - lost_since
                 log.warning("capture: %s back after %.1fs", source.name, downtime)
