@@ -78,7 +78,7 @@ class Daemon:
         self.notifier = notifier or Notifier.from_env()
         # The watchdog sees the pipeline's intake: waiting for a camera is healthy, a hang is not.
         self.watchdog = WatchdogGate(self.notifier,
-                                     intake=lambda: self.pipeline.capture.intake if self.pipeline else None)
+                                     intake=lambda: self.capture.intake if self.capture else None)
         self.topics = Topics(config.mqtt.topic_prefix)
         self._models: ModelSet | None = None  # until the pipeline runs; then pipeline.models
         self.modelctl: ModelControl | None = None
@@ -326,9 +326,9 @@ class Daemon:
         self._status_last = (now, classified)
         fps = (classified - before) / max(1e-6, now - then)
         paused = ", paused" if self.pipeline and self.pipeline.paused else ""
-        waiting = self.pipeline.capture.waiting if self.pipeline else None
+        waiting = self.capture.waiting if self.capture else None
         if waiting is not None:
-            name = self.pipeline.capture.source.name if self.pipeline else "?"
+            name = self.capture.waiting_name if self.capture else "?"
             return f"waiting for camera {name} ({waiting}), model {info.name} on {info.accelerator}{paused}"
         return f"{fps:.1f} fps, model {info.name} on {info.accelerator}, {classified} frames{paused}"
 

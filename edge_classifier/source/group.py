@@ -16,10 +16,12 @@ removed capture is stopped and its frames still waiting are taken as usual.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable
 
 from edge_classifier.config.schema import SourceConfig
 from edge_classifier.errors import ConfigError
+from edge_classifier.service.watchdog import Intake
 from edge_classifier.source.base import Frame, Source
 from edge_classifier.source.capture import Capture, EventCallback
 from edge_classifier.source.handoff import Handoff
@@ -54,6 +56,8 @@ class CaptureGroup:
         self._retired_dropped = 0
         self._retired_failures = 0
         self._lock = threading.Lock()
+        self._taken = 0
+        self._polled: float | None = None
 
     # --- membership (main thread) --------------------------------------------------------
 
@@ -96,8 +100,42 @@ class CaptureGroup:
 
     def get(self, timeout: float) -> Frame | None:
         """The next frame, round robin over the cameras with one waiting."""
+        # The consumer's side (one pipeline worker at a time, under the pipeline's take
+        # lock); the main loop reads these two through `intake` for the watchdog.
+        self._polled = time.monotonic()
         # Crossing: frames come from every capture thread through the shared handoff.
-        return self.handoff.get(timeout)
+        frame = self.handoff.get(timeout)
+        if frame is not None:
+            self._taken += 1
+        return frame
+
+    @property
+    def intake(self) -> Intake:
+        """What the watchdog needs: frames taken by the pipeline and when it last asked."""
+        return Intake(self._taken, self._polled)
+
+    def _waiting(self) -> tuple[str, str] | None:
+        """(name, why) of a source without frames, if no source delivers any; else None."""
+        captures = self.captures
+        if not captures:
+            return "none", "no source configured"
+        waiting = [(name, c.waiting) for name, c in captures.items()]
+        if any(why is None for _, why in waiting):
+            return None
+        name, why = waiting[0]
+        assert why is not None
+        return name, why
+
+    @property
+    def waiting(self) -> str | None:
+        """Why no frames come (every source is opening or failing), None while one delivers."""
+        found = self._waiting()
+        return found[1] if found else None
+
+    @property
+    def waiting_name(self) -> str:
+        found = self._waiting()
+        return found[0] if found else ""
 
     @property
     def error(self) -> ConfigError | None:
