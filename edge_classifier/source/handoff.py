@@ -4,7 +4,8 @@ taken in turn.
 Frames are kept in lanes, one per ``Frame.source`` (a source's name, or each topic of
 an ``mqtt`` wildcard), and the consumer takes them round robin over the lanes that
 hold a frame: a fast camera never starves a slow one, and within one lane frames
-leave in the order they came (the per-source frame order). Two policies per lane:
+leave in the order they came (the per-source frame order). Of the lanes holding a frame,
+the one whose source was served longest ago goes first. Two policies per lane:
 
 - ``overwrite=True`` (live sources): a one-frame slot where the latest frame wins.
   ``put`` never blocks; a frame the consumer had not taken yet is replaced and
@@ -30,6 +31,8 @@ from edge_classifier.source.base import Frame
 
 __all__ = ["Handoff"]
 
+_REMEMBERED = 1024  # frame sources whose last turn is remembered
+
 
 class Handoff:
     """A thread-safe frame hand-over between producers and one consuming side."""
@@ -43,9 +46,10 @@ class Handoff:
         """Frames a FIFO (file) lane holds; an overwrite lane holds one."""
         self.dropped = 0
         self._on_drop = on_drop
-        # Insertion order is the round-robin order: a lane is taken from the front and,
-        # if it still holds frames, goes to the back.
         self._lanes: dict[str, collections.deque[Frame]] = {}
+        # When each frame source was last served (a turn number), most recent last.
+        self._served: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self._turn = 0
         self._cond = threading.Condition()
         self._closed = False
 
@@ -99,11 +103,20 @@ class Handoff:
                 if self._closed or remaining <= 0:
                     return None
                 self._cond.wait(remaining)
-            name = next(iter(self._lanes))
+            # The lane served longest ago goes first (never served: in arrival order). Plain
+            # arrival order favoured the cameras whose frames come first in each period when
+            # several cameras run in step; this keeps every share fair.
+            served = self._served
+            name = min(self._lanes, key=lambda key: served.get(key, -1))
             lane = self._lanes.pop(name)
             frame = lane.popleft()
             if lane:
-                self._lanes[name] = lane  # to the back: the other lanes go first
+                self._lanes[name] = lane
+            self._turn += 1
+            served[name] = self._turn
+            served.move_to_end(name)
+            if len(served) > _REMEMBERED:
+                served.popitem(last=False)  # a camera not served for this long starts afresh
             # Crossing: wake a producer that waits for room.
             self._cond.notify_all()
             return frame
