@@ -160,7 +160,7 @@ class ModelConfig:
                                      "again (doubling each time) ...", minimum=0.1, maximum=3600)
     recover_max: float = setting(60.0, "... up to this.", minimum=0.1, maximum=3600)
     watch: bool = setting(False, "Swap to a model file that appears in `dir`, without a restart.")
-    max_size_mb: float = setting(256.0, "Largest model file accepted for a swap or download, in MiB.",
+    max_size_mb: float = setting(64.0, "Largest model file accepted for a swap or download, in MiB.",
                                  minimum=0.001, maximum=4096)
     quarantine_dir: str = setting("", "Where downloads wait to be validated before they are moved into `dir`; "
                                   "empty means .<dir>.downloads beside `dir` (outside the store).")
