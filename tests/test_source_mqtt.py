@@ -43,14 +43,19 @@ def test_jpeg_and_png_frames_garbage_counted(broker: MosquittoBroker) -> None:
             probe.publish("cams/door/image", encoded(".jpg", 60), qos=1)
             probe.publish("cams/door/image", b"\x00garbage, not an image", qos=1)
             probe.publish("cams/yard/image", encoded(".png", 200), qos=1)
-        first = source.read()
-        second = source.read()
+            # Each topic is its own camera, taken in turn: the yard's image comes before
+            # the door's second payload.
+            first = source.read()
+            second = source.read()
+            probe.publish("cams/yard/image", encoded(".png", 100), qos=1)
+            third = source.read()  # the garbage is refused on the way
     finally:
         source.close()
         source.close()
-    assert first is not None and second is not None
+    assert first is not None and second is not None and third is not None
     assert (first.source, first.index) == ("cams/door/image", 1)
-    assert (second.source, second.index) == ("cams/yard/image", 2)
+    assert (second.source, second.index) == ("cams/yard/image", 1)  # frames count per topic
+    assert (third.source, third.index) == ("cams/yard/image", 2)
     assert abs(float(first.image.mean()) - 60) < 3 and int(second.image[0, 0, 0]) == 200
     assert first.image.shape == (24, 32, 3) and not first.rgb
     assert source.rejected == 1 and source.rejects.counts == {"unknown format": 1}

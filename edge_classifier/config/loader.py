@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_classifier.config.fields import Rule
-from edge_classifier.config.schema import Config
+from edge_classifier.config.schema import Config, SourceConfig
+from edge_classifier.config.sources import split_sources, with_sources
 from edge_classifier.errors import ConfigError, InputMissingError
 
 __all__ = ["SYSTEM_CONFIG", "find_config", "load_config", "parse_config"]
@@ -64,7 +65,8 @@ def load_config(explicit: str | None = None, environ: Mapping[str, str] = os.env
 def parse_config(data: Mapping[str, Any], base_dir: Path, source: str = "") -> Config:
     """Build the validated tree from parsed TOML; raise ConfigError listing every problem."""
     problems: list[str] = []
-    config = _build(Config, data, "", problems)
+    data, sources = split_sources(data, _build, problems)
+    config = with_sources(_build(Config, data, "", problems), sources)
     if not problems:
         problems.extend(_cross_checks(config))
     if problems:
@@ -75,15 +77,9 @@ def parse_config(data: Mapping[str, Any], base_dir: Path, source: str = "") -> C
 def _cross_checks(config: Config) -> list[str]:
     """Rules that involve more than one key."""
     problems = []
-    source = config.source
-    if source.retry_initial > source.retry_max:
-        problems.append(f"source.retry_initial: must be <= source.retry_max ({source.retry_max:g}), "
-                        f"not {source.retry_initial:g}")
-    if source.kind in ("images", "mqtt") and not source.uri:
-        what = "a directory or glob of images" if source.kind == "images" else "a topic filter"
-        problems.append(f"source.uri: must name {what} when source.kind = {source.kind!r}")
-    if (source.width == 0) != (source.height == 0):
-        problems.append("source.width: width and height must be set together (or both 0)")
+    problems.extend(_source_checks(config.source, "source."))
+    for index, source in enumerate(config.sources):
+        problems.extend(_source_checks(source, f"sources[{index}]."))
     mqtt = config.mqtt
     if mqtt.reconnect_min > mqtt.reconnect_max:
         problems.append(f"mqtt.reconnect_min: must be <= mqtt.reconnect_max ({mqtt.reconnect_max:g}), "
@@ -101,6 +97,19 @@ def _cross_checks(config: Config) -> list[str]:
     overlap = set(config.classify.allow) & set(config.classify.deny)
     if overlap:
         problems.append(f"classify.deny: labels both allowed and denied: {', '.join(sorted(overlap))}")
+    return problems
+
+
+def _source_checks(source: SourceConfig, at: str) -> list[str]:
+    problems = []
+    if source.retry_initial > source.retry_max:
+        problems.append(f"{at}retry_initial: must be <= {at}retry_max ({source.retry_max:g}), "
+                        f"not {source.retry_initial:g}")
+    if source.kind in ("images", "mqtt") and not source.uri:
+        what = "a directory or glob of images" if source.kind == "images" else "a topic filter"
+        problems.append(f"{at}uri: must name {what} when {at}kind = {source.kind!r}")
+    if (source.width == 0) != (source.height == 0):
+        problems.append(f"{at}width: width and height must be set together (or both 0)")
     return problems
 
 
@@ -185,9 +194,8 @@ def _finish(config: Config, base_dir: Path) -> Config:
         path=model_path,
         labels=_absolute(model.labels, base_dir) if model.labels else "",
     )
-    source = config.source
-    if (source.kind == "images" and source.uri) or (source.kind == "opencv" and _is_local_file(source.uri)):
-        source = dataclasses.replace(source, uri=_absolute(source.uri, base_dir))
+    source = _source_paths(config.source, base_dir)
+    sources = tuple(_source_paths(s, base_dir) for s in config.sources)
     mqtt = config.mqtt
     tls = mqtt.tls
     tls = dataclasses.replace(
@@ -219,11 +227,18 @@ def _finish(config: Config, base_dir: Path) -> Config:
         device=dataclasses.replace(config.device, id=device_id),
         model=model,
         source=source,
+        sources=sources,
         mqtt=mqtt,
         publish=publish,
         learn=learn,
         web=web,
     )
+
+
+def _source_paths(source: SourceConfig, base_dir: Path) -> SourceConfig:
+    if (source.kind == "images" and source.uri) or (source.kind == "opencv" and _is_local_file(source.uri)):
+        source = dataclasses.replace(source, uri=_absolute(source.uri, base_dir))
+    return source
 
 
 def _in_store(value: str, store: str, base_dir: Path) -> str:

@@ -307,3 +307,4 @@ class Config:
     homeassistant: HomeAssistantConfig = dataclasses.field(default_factory=HomeAssistantConfig)
     learn: LearnConfig = dataclasses.field(default_factory=LearnConfig)
     web: WebConfig = dataclasses.field(default_factory=WebConfig)
+    sources: tuple[SourceConfig, ...] = ()  # [[sources]]; empty for the one-camera [source]: config/sources.py

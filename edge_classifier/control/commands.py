@@ -76,28 +76,52 @@ class CommandHandler:
         return {"state": report.state(self.daemon)}
 
     def pause(self, arguments: dict[str, Any], request: Request | None = None) -> dict[str, Any]:
-        _no_arguments(arguments)
-        self.daemon.set_paused(True)
-        return {"paused": True}
+        """``{}``: every source; ``{"source": NAME}``: that source only (its camera stays open)."""
+        return self._pause(arguments, True)
 
     def resume(self, arguments: dict[str, Any], request: Request | None = None) -> dict[str, Any]:
-        _no_arguments(arguments)
-        self.daemon.set_paused(False)
-        return {"paused": False}
+        return self._pause(arguments, False)
+
+    def _pause(self, arguments: dict[str, Any], paused: bool) -> dict[str, Any]:
+        name = _source_argument(arguments)
+        if name is None:
+            self.daemon.set_paused(paused)
+            return {"paused": paused}
+        capture = self._group().capture(name)
+        if capture is None:
+            raise CommandError(f"source: no source named {shown(name, 40)} (running: {self._names()})")
+        capture.paused = paused  # read by its capture thread at its next frame
+        log.info("source %s %s", name, "paused" if paused else "resumed")
+        return {"paused": paused, "source": name}
+
+    def _group(self) -> Any:
+        group = self.daemon.capture
+        if group is None:
+            raise CommandError("no source is running yet")
+        return group
+
+    def _names(self) -> str:
+        return ", ".join(self._group().names()) or "none"
 
     def config(self, arguments: dict[str, Any], request: Request | None = None) -> dict[str, Any]:
         changes = {k: v for k, v in arguments.items() if k != "request_id"}
         new = apply_changes(self.daemon.config, changes)  # ConfigError: nothing changes
+        if new.sources and new.source.fps != self.daemon.config.source.fps:
+            raise CommandError("source.fps: with [[sources]] each source has its own fps; "
+                               "change it in the file and reload")
         self.daemon.apply_runtime(new)
         return {"config": report.runtime_settings(self.daemon.config)}
 
     def snapshot(self, arguments: dict[str, Any], request: Request | None = None) -> dict[str, Any]:
-        """The latest frame as JPEG on ``{prefix}/snapshot``."""
-        _no_arguments(arguments)
+        """The latest frame as JPEG on ``{prefix}/snapshot``; ``{"source": NAME}``: that source's
+        (a configured source's name, or a camera's as results report it: an mqtt topic)."""
+        name = _source_argument(arguments)
         daemon = self.daemon
-        assert daemon.pipeline is not None
-        frame = daemon.pipeline.capture.last_frame
+        group = self._group()
+        frame = group.last_frame if name is None else group.last_frame_of(name)
         if frame is None:
+            if name is not None and group.capture(name) is None and name not in group.tally.names():
+                raise CommandError(f"source: no source named {shown(name, 40)} (running: {self._names()})")
             raise CommandError("no frame captured yet")
         image = cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR) if frame.rgb else frame.image
         ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
@@ -140,12 +164,13 @@ class CommandHandler:
     def start_learning_frames(self, arguments: dict[str, Any], request: Request | None) -> None:
         """``{"label": L, "frames": N}``: the next N frames; replied to when they came."""
         learning = self._learning()
-        label = _Learn.label(arguments, ("frames",))
+        label = _Learn.label(arguments, ("frames", "source"))
+        source = _source_argument({"source": arguments["source"]}) if "source" in arguments else None
         frames = arguments.get("frames")
         limit = learning.config.max_examples
         if not isinstance(frames, int) or isinstance(frames, bool) or not 1 <= frames <= limit:
             raise CommandError(f"frames: must be an integer from 1 to {limit} (learn.max_examples)")
-        learning.collect_frames(label, frames, request)
+        learning.collect_frames(label, frames, request, source=source or "")
 
     def forget(self, arguments: dict[str, Any], request: Request | None = None) -> dict[str, Any]:
         learning = self._learning()
@@ -196,6 +221,19 @@ class _Learn:
         if len(label) > MAX_LABEL_LENGTH:
             raise CommandError(f"label: {shown(label, 40)} is too long: at most {MAX_LABEL_LENGTH} characters")
         return label
+
+
+def _source_argument(arguments: dict[str, Any]) -> str | None:
+    """The optional ``source`` argument (a source's or camera's name); nothing else allowed."""
+    extra = sorted(k for k in arguments if k not in ("request_id", "source"))
+    if extra:
+        raise CommandError(f"unexpected arguments: {', '.join(extra)}")
+    if "source" not in arguments:
+        return None
+    name = arguments["source"]
+    if not isinstance(name, str) or not name:
+        raise CommandError("source: must be a non-empty string (a source's name)")
+    return name
 
 
 def _no_arguments(arguments: dict[str, Any]) -> None:

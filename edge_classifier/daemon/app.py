@@ -23,10 +23,12 @@ import paho.mqtt.client as paho
 
 from edge_classifier import __version__
 from edge_classifier.config import Config, load_config
+from edge_classifier.config.schema import SourceConfig
+from edge_classifier.config.sources import sources_of
 from edge_classifier.control.channel import CommandChannel
 from edge_classifier.control.commands import CommandHandler
 from edge_classifier.control.requests import FLEET_PREFIX, Request
-from edge_classifier.daemon import report
+from edge_classifier.daemon import report, sources
 from edge_classifier.daemon.learning import COLLECT_TIMEOUT, FramesCollected, Learning
 from edge_classifier.daemon.modelctl import ModelControl
 from edge_classifier.daemon.models import worker_count
@@ -43,7 +45,9 @@ from edge_classifier.publish.payload import encode
 from edge_classifier.publish.policy import PublishPolicy
 from edge_classifier.publish.publisher import OutboxLike, Publisher, Topics
 from edge_classifier.service.systemd import Notifier, WatchdogGate
-from edge_classifier.source.capture import Capture
+from edge_classifier.source.base import Source
+from edge_classifier.source.capture import EventCallback
+from edge_classifier.source.group import CaptureGroup
 from edge_classifier.source.registry import open_source
 
 __all__ = ["Daemon"]
@@ -74,12 +78,12 @@ class Daemon:
         self.notifier = notifier or Notifier.from_env()
         # The watchdog sees the pipeline's intake: waiting for a camera is healthy, a hang is not.
         self.watchdog = WatchdogGate(self.notifier,
-                                     intake=lambda: self.pipeline.capture.intake if self.pipeline else None)
+                                     intake=lambda: self.capture.intake if self.capture else None)
         self.topics = Topics(config.mqtt.topic_prefix)
         self._models: ModelSet | None = None  # until the pipeline runs; then pipeline.models
         self.modelctl: ModelControl | None = None
         self.learning: Learning | None = None
-        self.capture: Capture | None = None
+        self.capture: CaptureGroup | None = None
         self.pipeline: Pipeline | None = None
         self.publisher: Publisher | None = None
         self.connection: MqttConnection | None = None
@@ -195,12 +199,21 @@ class Daemon:
         if callable(close):
             close()
 
-    def _open_capture(self, config: Config) -> Capture:
+    def _open_capture(self, config: Config) -> CaptureGroup:
+        group = CaptureGroup()
+        if self.publisher is not None:
+            self.publisher.per_source = sources.several_cameras(config)
+        sources.reconcile(group, config, self._open_source)
+        self.capture = group
+        self._capture_ready.set()
+        return group
+
+    def _open_source(self, config: Config, source_config: SourceConfig) -> tuple[Source, EventCallback]:
         assert self.models is not None
         shape = self.models.info.input.shape
         # The Pi camera's model-sized lores stream is a whole-frame stretch: only for `stretch`.
         input_size = (shape[2], shape[1]) if config.model.resize == "stretch" else None
-        source = open_source(config.source, config.mqtt, input_size=input_size)
+        source = open_source(source_config, config.mqtt, input_size=input_size)
         publisher = self.publisher
         assert publisher is not None
 
@@ -208,10 +221,7 @@ class Daemon:
             # Crossing: called from the capture thread; the publisher only enqueues.
             publisher.event(name, **details)
 
-        capture = Capture.from_config(source, config.source, on_event=on_event)
-        self.capture = capture
-        self._capture_ready.set()
-        return capture.start()
+        return source, on_event
 
     def _main_loop(self, control: ControlQueue) -> int:
         assert self.pipeline is not None
@@ -295,6 +305,8 @@ class Daemon:
         # Crossing: called from a pipeline worker, in frame order; the publisher enqueues.
         assert self.publisher is not None
         self.publisher.submit(outcome)
+        if self.pipeline is not None:
+            report.count_outcome(self.pipeline.capture.tally, outcome)
         if self.web is not None:
             self.web.observe(outcome)
         if self.modelctl is not None:
@@ -314,9 +326,9 @@ class Daemon:
         self._status_last = (now, classified)
         fps = (classified - before) / max(1e-6, now - then)
         paused = ", paused" if self.pipeline and self.pipeline.paused else ""
-        waiting = self.pipeline.capture.waiting if self.pipeline else None
+        waiting = self.capture.waiting if self.capture else None
         if waiting is not None:
-            name = self.pipeline.capture.source.name if self.pipeline else "?"
+            name = self.capture.waiting_name if self.capture else "?"
             return f"waiting for camera {name} ({waiting}), model {info.name} on {info.accelerator}{paused}"
         return f"{fps:.1f} fps, model {info.name} on {info.accelerator}, {classified} frames{paused}"
 
@@ -387,11 +399,10 @@ class Daemon:
     def _await_source(self) -> None:
         """Publish thread, before `online`: an mqtt source subscribed first (at most 5 s), so
         an image sent once the device says online is never lost (issue 12)."""
-        if self.config.source.kind != "mqtt" or not self._capture_ready.wait(STOP_TIMEOUT):
+        if not any(s.kind == "mqtt" for s in sources_of(self.config)) or \
+                not self._capture_ready.wait(STOP_TIMEOUT) or self.capture is None:
             return
-        capture = self.capture
-        wait = getattr(capture.source if capture else None, "wait_subscribed", None)
-        if callable(wait) and not wait(STOP_TIMEOUT):
+        if not self.capture.wait_ready(STOP_TIMEOUT):
             log.warning("saying online before the mqtt source has subscribed (not within %.0f s)", STOP_TIMEOUT)
 
     def _publish_stats(self) -> None:
@@ -417,7 +428,8 @@ class Daemon:
         c = new.classify
         for classifier in self.models.classifiers:
             classifier.reconfigure(c.top_k, c.threshold, c.allow, c.deny)
-        self.pipeline.capture.set_fps(new.source.fps)
+        if not new.sources:  # one [source]: the config command's source.fps sets it
+            self.pipeline.capture.set_fps(new.source.fps)
         if new.publish != self.config.publish:
             self.publisher.set_policy(_policy(new))
             self.pipeline.set_smoothing(new.publish.smoothing)
@@ -462,9 +474,10 @@ class Daemon:
         model_changed = new.model != old.model
         if model_changed and self.modelctl.swapper.busy:
             raise ConfigChangeNeedsRestart("model (a model swap is under way: reload again when it is done)")
-        if new.source != old.source:
-            old_capture = self.pipeline.replace_capture(self._open_capture(new))
-            old_capture.close()
+        if sources_of(new) != sources_of(old) and self.capture is not None:
+            # Only the sources added, changed or removed restart; the others keep running.
+            sources.reconcile(self.capture, new, self._open_source)
+            self.publisher.per_source = sources.several_cameras(new)
         self.apply_runtime(new)
         self.modelctl.config = new
         if model_changed:

@@ -62,6 +62,7 @@ class _Collect:
     deadline: float
     request: Request | None
     embeddings: list[np.ndarray] = dataclasses.field(default_factory=list)
+    source: str = ""  # only frames of this source (Frame.source); empty: any
 
 
 class Learning:
@@ -94,7 +95,7 @@ class Learning:
     def annotate(self, worker: int, frame: Frame, classification: Classification) -> Classification:
         embedding = self._embedders[worker + 1].embed(frame.image, frame.rgb)
         collect = self._collect
-        if collect is not None:
+        if collect is not None and collect.source in ("", frame.source):
             self._collected(collect, embedding)
         head = self.head  # one read: the main thread swaps whole heads
         best = head.best(embedding) if len(head) else None
@@ -119,11 +120,12 @@ class Learning:
 
     # --- main thread ------------------------------------------------------------------------
 
-    def collect_frames(self, label: str, frames: int, request: Request | None) -> None:
+    def collect_frames(self, label: str, frames: int, request: Request | None, source: str = "") -> None:
+        """Learn ``label`` from the next ``frames`` frames (of ``source`` only, if given)."""
         with self._lock:
             if self._collect is not None:
                 raise LearnError(f"already collecting frames for {self._collect.label!r}")
-            self._collect = _Collect(label, frames, time.monotonic() + COLLECT_TIMEOUT, request)
+            self._collect = _Collect(label, frames, time.monotonic() + COLLECT_TIMEOUT, request, source=source)
 
     def expired(self, now: float) -> _Collect | None:
         """A collection that ran out of time (the frames did not come), taken off."""

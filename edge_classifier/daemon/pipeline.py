@@ -36,6 +36,7 @@ from edge_classifier.postprocess.smoothing import ScoreWindow
 from edge_classifier.results import Classification
 from edge_classifier.source.base import Frame
 from edge_classifier.source.capture import Capture
+from edge_classifier.source.group import CaptureGroup
 
 __all__ = ["ModelSet", "Outcome", "Pipeline"]
 
@@ -157,7 +158,7 @@ class Pipeline:
 
     def __init__(
         self,
-        capture: Capture,
+        capture: Capture | CaptureGroup,
         models: ModelSet,
         emit: Callable[[Outcome], None],
         *,
@@ -215,7 +216,7 @@ class Pipeline:
             old, self._models = self._models, models
         return old
 
-    def replace_capture(self, capture: Capture) -> Capture:
+    def replace_capture(self, capture: Capture | CaptureGroup) -> Capture | CaptureGroup:
         """Take frames from ``capture`` from now on; returns the previous one (to close)."""
         with self._take_lock:
             old, self.capture = self.capture, capture

@@ -8,11 +8,14 @@ from typing import TYPE_CHECKING, Any
 from edge_classifier import __version__
 from edge_classifier.config.schema import Config
 from edge_classifier.daemon import telemetry
+from edge_classifier.source.tally import Tally
 
 if TYPE_CHECKING:
     from edge_classifier.daemon.app import Daemon
+    from edge_classifier.daemon.pipeline import Outcome
+    from edge_classifier.source.group import CaptureGroup
 
-__all__ = ["runtime_settings", "state", "stats", "stats_since"]
+__all__ = ["count_outcome", "dropped", "runtime_settings", "source_counters", "state", "stats", "stats_since"]
 
 
 def stats(daemon: Daemon) -> dict[str, Any]:
@@ -29,7 +32,7 @@ def stats_since(daemon: Daemon, last: tuple[float, int, int], latencies: list[fl
     """The telemetry with rates since ``last`` (time, frames, results) and percentiles of
     ``latencies``; changes nothing (the web view keeps its own ``last``)."""
     assert daemon.pipeline is not None and daemon.publisher is not None and daemon.models is not None
-    capture = daemon.pipeline.capture
+    capture = group(daemon)
     then, frames_then, results_then = last
     elapsed = max(1e-6, now - then)
     frames, results = capture.frames, daemon.publisher.results
@@ -43,8 +46,10 @@ def stats_since(daemon: Daemon, last: tuple[float, int, int], latencies: list[fl
         "fps_classified": round(daemon.publisher.take_classified() / elapsed, 2),
         "frames": frames,
         "results": results,
-        "dropped": capture.dropped,
+        "dropped": dropped(daemon),
         "rejected": rejected(daemon),
+        "source": source_counters(daemon),
+        "sources": capture.tally.report(now),
         "inference_ms_p50": telemetry.percentile(latencies, 50),
         "inference_ms_p95": telemetry.percentile(latencies, 95),
         "accelerator": info.accelerator,
@@ -66,7 +71,7 @@ def state(daemon: Daemon) -> dict[str, Any]:
     assert daemon.pipeline is not None and daemon.models is not None
     models = daemon.models
     info = models.info
-    capture = daemon.pipeline.capture
+    capture = group(daemon)
     supervisor = daemon.modelctl.supervisor if daemon.modelctl else None
     spec = models.spec
     return {
@@ -83,8 +88,11 @@ def state(daemon: Daemon) -> dict[str, Any]:
             "classes": info.classes, "labels": models.classifiers[0].label_source,
             "input": list(info.input.shape), "interpreters": len(models.classifiers),
         },
-        "source": {"name": capture.source.name, "kind": daemon.config.source.kind, "frames": capture.frames,
-                   "dropped": capture.dropped, "failures": capture.failures, "rejected": rejected(daemon)},
+        "source": {"name": ", ".join(group(daemon).names()), "kind": daemon.config.source.kind,
+                   "frames": capture.frames, "dropped": dropped(daemon), "failures": capture.failures,
+                   "rejected": rejected(daemon), **source_counters(daemon)},
+        "inputs": inputs(daemon),
+        "sources": capture.tally.report(),
         "mqtt": {"connected": bool(daemon.connection and daemon.connection.connected.is_set())},
         "settings": runtime_settings(daemon.config),
         "stats": {"results": daemon.publisher.results if daemon.publisher else 0,
@@ -92,11 +100,68 @@ def state(daemon: Daemon) -> dict[str, Any]:
     }
 
 
+def count_outcome(tally: Tally, outcome: Outcome) -> None:
+    """Count a finished frame for its source (a pipeline worker, via the daemon's emit)."""
+    name, result = outcome.frame.source, outcome.classification
+    if result is None:
+        tally.count(name, "failed")
+    else:
+        tally.classified(name, result.total_ms)
+
+
+def group(daemon: Daemon) -> CaptureGroup:
+    assert daemon.capture is not None
+    return daemon.capture
+
+
+def _figures(source: Any) -> dict[str, int]:
+    counters = getattr(source, "counters", None)
+    figures: dict[str, int] = dict(counters()) if callable(counters) else {}
+    figures.pop("dropped", None)
+    figures.pop("rejected", None)
+    figures["source_dropped"] = int(getattr(source, "dropped", 0))
+    return figures
+
+
+def source_counters(daemon: Daemon) -> dict[str, int]:
+    """Every figure the sources themselves count, added up (mqtt: received, topics, evicted,
+    source_dropped), with the newest-frame slots' replacements as ``slot_dropped``."""
+    captures = group(daemon)
+    figures: dict[str, int] = {}
+    for source in captures.sources:
+        for key, value in _figures(source).items():
+            figures[key] = figures.get(key, 0) + value
+    figures.setdefault("source_dropped", 0)
+    figures["slot_dropped"] = captures.dropped
+    figures["names_evicted"] = captures.tally.evicted
+    return figures
+
+
+def inputs(daemon: Daemon) -> dict[str, dict[str, Any]]:
+    """Per configured source: its kind, state and its own figures."""
+    captures = group(daemon)
+    out: dict[str, dict[str, Any]] = {}
+    for name, capture in captures.captures.items():
+        config = captures.configs.get(name)
+        out[name] = {"kind": config.kind if config else "", "frames": capture.frames,
+                     "slot_dropped": capture.dropped, "failures": capture.failures,
+                     "rejected": int(getattr(capture.source, "rejected", 0)),
+                     "ended": capture.ended.is_set(), "paused": capture.paused, **_figures(capture.source)}
+    return out
+
+
+def dropped(daemon: Daemon) -> int:
+    """Frames replaced by newer ones before they were classified: in the sources and the slots."""
+    captures = group(daemon)
+    return captures.dropped + sum(int(getattr(s, "dropped", 0)) for s in captures.sources)
+
+
 def rejected(daemon: Daemon) -> int:
-    """Images refused by the limits (preprocess.decode): the source's and learn commands'."""
-    source = daemon.pipeline.capture.source if daemon.pipeline is not None else None
+    """Images refused by the limits (preprocess.decode): the sources' and learn commands'."""
     learned = daemon.learning.images_rejected if daemon.learning is not None else 0
-    return int(getattr(source, "rejected", 0)) + learned
+    if daemon.capture is None:
+        return learned
+    return sum(int(getattr(s, "rejected", 0)) for s in daemon.capture.sources) + learned
 
 
 def runtime_settings(config: Config) -> dict[str, Any]:

@@ -18,6 +18,7 @@ forever. (MQTT 3.1.1 has no way to refuse a publish: a 3.1.1 broker drops it sil
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import queue
 import threading
@@ -74,6 +75,16 @@ class Topics:
     def reply(self, name: str) -> str:
         return f"{self.prefix}/reply/{name}"
 
+    def source_result(self, source: str) -> str:
+        """``{prefix}/source/{name}/result``: one camera's results (an mqtt topic's ``/`` become ``_``,
+        so a camera is one topic level)."""
+        return f"{self.prefix}/source/{source_level(source)}/result"
+
+
+def source_level(source: str) -> str:
+    """A frame source's name as one MQTT topic level."""
+    return "".join("_" if c in "/+#\x00" else c for c in source) or "_"
+
 
 class Publisher:
     """Sends results (in the order submitted) and events to MQTT and/or stdout."""
@@ -97,6 +108,9 @@ class Publisher:
         self.qos = qos
         self.retain = retain
         self.policy = policy or PublishPolicy()
+        # One policy state per camera (publish thread only): "change" and the heartbeat
+        # compare a camera's result with its own last one, never another camera's.
+        self._policies: collections.OrderedDict[str, PublishPolicy] = collections.OrderedDict()
         self._connection = connection
         self._stdout = stdout
         # Not `outbox or ...`: an empty outbox is falsy (it has a length).
@@ -107,6 +121,9 @@ class Publisher:
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="publish", daemon=True)
         self.results = 0
+        self.per_source = False
+        """Also publish each result on ``{prefix}/source/{name}/result`` (set by the daemon when
+        it can have several cameras: ``[[sources]]`` or an mqtt wildcard)."""
         self.events = 0
         self.classified = 0  # frames classified (published or not: the mode decides), publish thread only
         self._classified_taken = 0  # what take_classified() reported so far, its caller only
@@ -236,6 +253,7 @@ class Publisher:
             self._resend_last_result()
         elif kind == "policy":
             self.policy = value
+            self._policies.clear()
         elif kind == "disconnected":
             pass
         else:
@@ -278,13 +296,26 @@ class Publisher:
             return
         self._latencies.append(result.inference_ms)
         self.classified += 1
-        if not self.policy.decide(result.top, time.monotonic()):
+        if not self._policy_for(outcome.frame.source).decide(result.top, time.monotonic()):
             return
         payload = result_payload(self.device, outcome.frame, result)
         self._send(self.topics.result, payload, self.qos, self.retain)
+        if self.per_source:
+            self._send(self.topics.source_result(outcome.frame.source), payload, self.qos, self.retain)
         self.results += 1
         if self._on_published is not None:
             self._on_published(outcome)
+
+    def _policy_for(self, source: str) -> PublishPolicy:
+        """``source``'s own copy of the policy (at most 256 cameras; the idle longest is forgotten)."""
+        policy = self._policies.get(source)
+        if policy is None:
+            if len(self._policies) >= 256:
+                self._policies.popitem(last=False)
+            policy = self._policies[source] = dataclasses.replace(self.policy)
+        else:
+            self._policies.move_to_end(source)
+        return policy
 
     def _publish_event(self, name: str, details: dict[str, Any], wall: float) -> None:
         log.info("event %s %s", name, details)

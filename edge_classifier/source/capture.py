@@ -36,6 +36,7 @@ from edge_classifier.service.watchdog import Intake
 from edge_classifier.source import transform
 from edge_classifier.source.base import Frame, Source
 from edge_classifier.source.handoff import Handoff
+from edge_classifier.source.tally import Tally
 
 __all__ = ["Capture", "EventCallback"]
 
@@ -59,7 +60,10 @@ class Capture:
     def __init__(self, source: Source, *, fps: float = 0.0, rotate: int = 0, flip: str = "none",
                  roi: tuple[int, ...] = (), retry_initial: float = 0.5, retry_max: float = 30.0,
                  on_event: EventCallback | None = None, capacity: int = 2,
-                 join_timeout: float = 5.0) -> None:
+                 join_timeout: float = 5.0, handoff: Handoff | None = None,
+                 tally: Tally | None = None) -> None:
+        """``handoff``: a hand-over shared with other captures (``CaptureGroup``); the
+        capture then never closes it. Each frame goes into its own source's lane."""
         if retry_initial <= 0 or retry_max < retry_initial:
             raise ValueError(f"Invalid retry backoff: {retry_initial}..{retry_max}")
         self.source = source
@@ -71,7 +75,13 @@ class Capture:
         self.join_timeout = join_timeout
         self._on_event = on_event or _ignore
         self._limiter = transform.FpsLimiter(fps)
-        self._handoff = Handoff(overwrite=source.live, capacity=capacity)
+        own = getattr(source, "tally", None)
+        self.tally: Tally = tally if tally is not None else own if isinstance(own, Tally) else Tally()
+        """Counters per frame source name (the mqtt source's own, with its per-topic counts)."""
+        self._owns_handoff = handoff is None
+        self._handoff = handoff if handoff is not None else Handoff(overwrite=source.live, capacity=capacity)
+        self.dropped = 0
+        """Live frames overwritten before the consumer took them."""
         self._stop = threading.Event()
         self.ended = threading.Event()
         """Set when no more frames will come: the source is exhausted, failed for good
@@ -83,6 +93,9 @@ class Capture:
         """Live frames discarded by the fps cap."""
         self.failures = 0
         """Failed opens and reads."""
+        self.paused = False
+        """Set by the main thread (the pause command naming this source): frames are read,
+        so the camera stays open and fresh, but not handed over."""
         self.last_frame: Frame | None = None
         """The latest frame handed over (for snapshots); read from any thread."""
         self.last_camera: Frame | None = None
@@ -111,11 +124,6 @@ class Capture:
     @property
     def fps(self) -> float:
         return self._limiter.fps
-
-    @property
-    def dropped(self) -> int:
-        """Live frames overwritten before the consumer took them."""
-        return self._handoff.dropped
 
     def start(self) -> Capture:
         if not self._started:
@@ -149,7 +157,8 @@ class Capture:
         # Crossing: the Event wakes a backoff wait, closing the handoff a blocked put,
         # and a source that can be woken (MQTT) ends a read that waits for a message.
         self._stop.set()
-        self._handoff.close()
+        if self._owns_handoff:
+            self._handoff.close()
         wake = getattr(self.source, "wake", None)
         if callable(wake):
             wake()
@@ -188,7 +197,8 @@ class Capture:
             self._loop()
         finally:
             self.source.close()
-            self._handoff.close()
+            if self._owns_handoff:
+                self._handoff.close()
             self.ended.set()
 
     def _loop(self) -> None:
@@ -257,10 +267,18 @@ class Capture:
                 self._emit("source_failed", {"source": source.name, "reason": str(exc)})
                 return
             self.last_frame = frame
+            if self.paused:
+                continue
             # Crossing: hand the frame to the consumer thread (blocks only for files).
-            if not self._handoff.put(frame, self._stop):
+            if not self._handoff.put(frame, self._stop, overwrite=source.live, on_drop=self._dropped):
                 return
             self.frames += 1
+            self.tally.frame(frame.source)
+
+    def _dropped(self, frame: Frame) -> None:
+        # Capture thread (the producer that replaced it).
+        self.dropped += 1
+        self.tally.count(frame.source, "dropped")
 
     def _pace(self, live: bool) -> bool:
         """Apply the fps cap; False means discard this (live) frame."""

@@ -1,15 +1,23 @@
-"""The hand-over of frames from the capture thread to the consumer thread.
+"""The hand-over of frames from capture threads to the pipeline: one slot per camera,
+taken in turn.
 
-One small class, two policies:
+Frames are kept in lanes, one per ``Frame.source`` (a source's name, or each topic of
+an ``mqtt`` wildcard), and the consumer takes them round robin over the lanes that
+hold a frame: a fast camera never starves a slow one, and within one lane frames
+leave in the order they came (the per-source frame order). Of the lanes holding a frame,
+the one whose source was served longest ago goes first. Two policies per lane:
 
 - ``overwrite=True`` (live sources): a one-frame slot where the latest frame wins.
   ``put`` never blocks; a frame the consumer had not taken yet is replaced and
-  counted in ``dropped``, so a slow consumer never builds a backlog of stale frames.
-- ``overwrite=False`` (files): a bounded FIFO. ``put`` blocks while it is full
+  counted in ``dropped`` (and passed to ``on_drop``), so a slow consumer never builds
+  a backlog of stale frames.
+- ``overwrite=False`` (files): a bounded FIFO. ``put`` blocks while the lane is full
   (backpressure on the reader) and nothing is ever dropped.
 
-Both sides meet on one ``threading.Condition``; ``close`` wakes everyone and makes
-``get`` return None once the remaining frames are taken.
+A lane exists only while it holds frames, so the handoff is bounded by the number of
+cameras with a frame waiting. Several captures may share one handoff (``put`` takes
+the policy per call). All sides meet on one ``threading.Condition``; ``close`` wakes
+everyone and makes ``get`` return None once the remaining frames are taken.
 """
 
 from __future__ import annotations
@@ -17,74 +25,112 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from collections.abc import Callable
 
 from edge_classifier.source.base import Frame
 
 __all__ = ["Handoff"]
 
+_REMEMBERED = 1024  # frame sources whose last turn is remembered
+
 
 class Handoff:
-    """A thread-safe frame hand-over between one producer and one consumer."""
+    """A thread-safe frame hand-over between producers and one consuming side."""
 
-    def __init__(self, *, overwrite: bool, capacity: int = 2) -> None:
+    def __init__(self, *, overwrite: bool, capacity: int = 2,
+                 on_drop: Callable[[Frame], None] | None = None) -> None:
         if capacity < 1:
             raise ValueError(f"Invalid handoff capacity: {capacity}")
         self.overwrite = overwrite
-        self.capacity = 1 if overwrite else capacity
+        self.capacity = capacity
+        """Frames a FIFO (file) lane holds; an overwrite lane holds one."""
         self.dropped = 0
-        self._frames: collections.deque[Frame] = collections.deque()
+        self._on_drop = on_drop
+        self._lanes: dict[str, collections.deque[Frame]] = {}
+        # When each frame source was last served (a turn number), most recent last.
+        self._served: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self._turn = 0
         self._cond = threading.Condition()
         self._closed = False
 
-    def put(self, frame: Frame, stop: threading.Event) -> bool:
-        """Hand ``frame`` over; called from the producer (capture) thread.
+    def put(self, frame: Frame, stop: threading.Event, *, overwrite: bool | None = None,
+            on_drop: Callable[[Frame], None] | None = None) -> bool:
+        """Hand ``frame`` over into its source's lane; called from a producer (capture) thread.
 
-        Blocks while a FIFO is full, until there is room or ``stop`` is set or the
-        handoff is closed; returns False if the frame was not handed over then.
+        ``overwrite`` (default: the handoff's) picks the lane's policy. Blocks while a
+        FIFO lane is full, until there is room or ``stop`` is set or the handoff is
+        closed; returns False if the frame was not handed over then.
         """
+        overwrite = self.overwrite if overwrite is None else overwrite
+        dropped: Frame | None = None
         with self._cond:
-            if self.overwrite:
-                if self._frames:
-                    self._frames.clear()
+            lane = self._lanes.get(frame.source)
+            if overwrite:
+                if lane:
+                    dropped = lane.popleft()
+                    lane.clear()
                     self.dropped += 1
             else:
-                while len(self._frames) >= self.capacity:
+                while lane is not None and len(lane) >= self.capacity:
                     if self._closed or stop.is_set():
                         return False
                     # Woken by get() taking a frame, or by close(); the timeout lets
                     # a stop() that only set the event be noticed too.
                     self._cond.wait(0.1)
+                    lane = self._lanes.get(frame.source)
             if self._closed:
                 return False
-            self._frames.append(frame)
+            if lane is None:
+                lane = self._lanes[frame.source] = collections.deque()
+            lane.append(frame)
             # Crossing: wake the consumer thread waiting in get().
             self._cond.notify_all()
-            return True
+        callback = on_drop or self._on_drop
+        if dropped is not None and callback is not None:
+            callback(dropped)
+        return True
 
     def get(self, timeout: float) -> Frame | None:
-        """The next frame; called from the consumer thread.
+        """The next frame, round robin over the lanes; called from the consumer side.
 
         None if none arrived within ``timeout`` seconds, or at once when the handoff
         is closed and empty.
         """
         deadline = time.monotonic() + timeout
         with self._cond:
-            while not self._frames:
+            while not self._lanes:
                 remaining = deadline - time.monotonic()
                 if self._closed or remaining <= 0:
                     return None
                 self._cond.wait(remaining)
-            frame = self._frames.popleft()
-            # Crossing: wake the producer if it waits for room.
+            # The lane served longest ago goes first (never served: in arrival order). Plain
+            # arrival order favoured the cameras whose frames come first in each period when
+            # several cameras run in step; this keeps every share fair.
+            served = self._served
+            name = min(self._lanes, key=lambda key: served.get(key, -1))
+            lane = self._lanes.pop(name)
+            frame = lane.popleft()
+            if lane:
+                self._lanes[name] = lane
+            self._turn += 1
+            served[name] = self._turn
+            served.move_to_end(name)
+            if len(served) > _REMEMBERED:
+                served.popitem(last=False)  # a camera not served for this long starts afresh
+            # Crossing: wake a producer that waits for room.
             self._cond.notify_all()
             return frame
 
     def __len__(self) -> int:
         with self._cond:
-            return len(self._frames)
+            return sum(len(lane) for lane in self._lanes.values())
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def close(self) -> None:
-        """No more frames will be put; wakes both sides. Idempotent."""
+        """No more frames will be put; wakes every side. Idempotent."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()

@@ -3,9 +3,12 @@
 The source runs its own paho-mqtt client (id ``{mqtt.client_id}-source``) next to
 the publisher's. paho's network thread only queues the raw payloads; decoding
 happens in the reader (the capture thread), so a large image never stalls the
-network loop and its keepalives. The queue is bounded: when the reader falls
-behind, the oldest message is dropped (counted in ``dropped``) since this is a
-live source where the newest image matters most. A payload that is not an image
+network loop and its keepalives. The inbox is bounded: when the reader falls
+behind, a topic's older image is dropped (counted in ``dropped``) since this is a
+live source where the newest image matters most. Each topic of a wildcard is its own
+camera: its own newest-image slot in the ``inbox``, taken in turn with the others,
+and its own counters in ``tally``; the number of topics is bounded (``max_topics``,
+the idle ones evicted and counted). A payload that is not an image
 within the limits (empty, over ``max_bytes``, an unknown format, a header over
 ``max_pixels``, undecodable: see ``preprocess.decode``) is counted in ``rejected``
 and logged at most once per reason per 10 s; it never fails the source. Under MQTT 5
@@ -22,9 +25,7 @@ While connected and quiet, ``read`` waits: a quiet topic is not a failure.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
-import queue
 import threading
 import time
 from typing import Any
@@ -37,27 +38,12 @@ from paho.mqtt.properties import Properties
 from edge_classifier.errors import SourceError
 from edge_classifier.preprocess.decode import ImageLimits, ImageRejected, RejectLog, decode_image
 from edge_classifier.source.base import Frame
+from edge_classifier.source.inbox import Inbox, Message, Signal
+from edge_classifier.source.tally import Tally
 
 __all__ = ["MqttSource"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Message:
-    topic: str
-    payload: bytes
-    captured: float
-    timestamp: float
-    oversized: int = 0  # the size of a payload dropped for being over max_bytes
-
-
-class _Signal:
-    """Queued by the network thread (or wake()) to interrupt a waiting read."""
-
-    def __init__(self, reason: str, lost: bool) -> None:
-        self.reason = reason
-        self.lost = lost
 
 
 class MqttSource:
@@ -66,9 +52,10 @@ class MqttSource:
     live = True
 
     def __init__(self, topic: str, *, host: str, port: int, client_id: str, name: str = "",
-                 protocol: str = "5", keepalive: int = 30, qos: int = 0, capacity: int = 8,
+                 protocol: str = "5", keepalive: int = 30, qos: int = 0, capacity: int = 8, max_topics: int = 64,
                  connect_timeout: float = 5.0, poll: float = 1.0, limits: ImageLimits | None = None) -> None:
-        """``name`` empty: each frame's ``source`` is the topic its image arrived on."""
+        """``name`` empty: each frame's ``source`` is the topic its image arrived on.
+        ``capacity``: images kept per topic until read (the newest win)."""
         if not topic:
             raise ValueError("Invalid topic filter: ''")
         self.topic = topic
@@ -82,34 +69,20 @@ class MqttSource:
         self.qos = qos
         self.connect_timeout = connect_timeout
         self.poll = poll
-        self.dropped = 0
-        """Messages dropped because the reader fell behind."""
         self.limits = limits or ImageLimits()
         self.rejects = RejectLog(log, "mqtt source")
         """Payloads refused (empty, too large, not an image, too many pixels), by reason."""
-        self._index = 0
-        # Crossing: paho's network thread puts messages and signals, the reader gets them.
-        self._queue: queue.Queue[_Message | _Signal] = queue.Queue(maxsize=capacity)
-        self._lock = threading.Lock()  # makes the network thread's drop-oldest-then-put atomic
+        self.tally = Tally(max_topics)
+        """Per camera (topic, or ``name``): received, dropped, rejected; ``Capture`` adds the rest."""
+        # Crossing: paho's network thread offers images and signals, the reader takes them.
+        # Waiting images are bounded to 8 of the largest allowed in all (as the old queue was).
+        self._inbox = Inbox(depth=capacity, max_topics=max_topics, max_bytes=8 * self.limits.max_bytes,
+                            tally=self.tally, name=name)
         self._ready = threading.Event()  # set by the network thread once subscribed
         self._failure = ""  # why connecting failed, written by the network thread before _ready
         self._client: paho.Client | None = None
 
     # --- paho's network thread ----------------------------------------------------------
-
-    def _offer(self, item: _Message | _Signal) -> None:
-        """Queue ``item`` for the reader, dropping the oldest message when full."""
-        with self._lock:
-            while True:
-                try:
-                    self._queue.put_nowait(item)
-                    return
-                except queue.Full:
-                    try:
-                        self._queue.get_nowait()
-                        self.dropped += 1
-                    except queue.Empty:
-                        pass
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any,
                     properties: Any) -> None:
@@ -138,7 +111,27 @@ class MqttSource:
                        properties: Any) -> None:
         # Runs in paho's network thread: wake the reader so the loss is seen at once.
         if self._ready.is_set():
-            self._offer(_Signal(f"lost the connection to {self.host}:{self.port}: {reason}", lost=True))
+            self._inbox.signal(Signal(f"lost the connection to {self.host}:{self.port}: {reason}", lost=True))
+
+    def use_tally(self, tally: Tally) -> None:
+        """Count into ``tally`` (shared by a ``CaptureGroup``); before ``open``."""
+        self.tally = tally
+        self._inbox.tally = tally
+
+    @property
+    def dropped(self) -> int:
+        """Images replaced by a newer one of their topic (or over a bound) before they were read."""
+        return self._inbox.dropped
+
+    @property
+    def evicted(self) -> int:
+        """Topics forgotten because ``max_topics`` were tracked."""
+        return self._inbox.evicted
+
+    def counters(self) -> dict[str, int]:
+        """Every figure the source counts, for ``{prefix}/stats``."""
+        return {"received": self._inbox.received, "dropped": self.dropped, "rejected": self.rejected,
+                "topics": self._inbox.topics, "evicted": self.evicted}
 
     @property
     def rejected(self) -> int:
@@ -149,9 +142,9 @@ class MqttSource:
         # Runs in paho's network thread: stamp and queue only, the reader decodes. An
         # oversized payload is not copied, only reported (the reader counts and logs it).
         if len(message.payload) > self.limits.max_bytes:
-            self._offer(_Message(message.topic, b"", time.monotonic(), time.time(), len(message.payload)))
+            self._inbox.offer(Message(message.topic, b"", time.monotonic(), time.time(), len(message.payload)))
             return
-        self._offer(_Message(message.topic, bytes(message.payload), time.monotonic(), time.time()))
+        self._inbox.offer(Message(message.topic, bytes(message.payload), time.monotonic(), time.time()))
 
     # --- the reader (capture thread) ----------------------------------------------------
 
@@ -194,14 +187,13 @@ class MqttSource:
         if self._client is None:
             raise SourceError(f"{self.name}: read before open")
         while True:
-            try:
-                # Crossing: take what the network thread queued.
-                item = self._queue.get(timeout=self.poll)
-            except queue.Empty:
+            # Crossing: take what the network thread kept.
+            item = self._inbox.take(self.poll)
+            if item is None:
                 if not self._client.is_connected():
-                    raise SourceError(f"not connected to MQTT broker {self.host}:{self.port}") from None
+                    raise SourceError(f"not connected to MQTT broker {self.host}:{self.port}")
                 continue
-            if isinstance(item, _Signal):
+            if isinstance(item, Signal):
                 if item.lost:
                     raise SourceError(item.reason)
                 return None
@@ -212,10 +204,11 @@ class MqttSource:
                 image = decode_image(item.payload, self.limits, what=f"payload on {item.topic}")
             except ImageRejected as exc:
                 self.rejects.rejected(exc)
+                self.tally.count(self._frame_name or item.topic, "rejected")
                 continue
-            self._index += 1
-            return Frame(image=image, rgb=False, source=self._frame_name or item.topic,
-                         index=self._index, captured=item.captured, timestamp=item.timestamp)
+            name = self._frame_name or item.topic
+            return Frame(image=image, rgb=False, source=name, index=self.tally.next_index(name),
+                         captured=item.captured, timestamp=item.timestamp)
 
     def wait_subscribed(self, timeout: float) -> bool:
         """True once the broker acknowledged the subscription (any thread; waits at most
@@ -224,7 +217,7 @@ class MqttSource:
 
     def wake(self) -> None:
         """Make a waiting ``read`` return None (thread-safe; used by ``Capture.stop``)."""
-        self._offer(_Signal("woken", lost=False))
+        self._inbox.signal(Signal("woken", lost=False))
 
     def close(self) -> None:
         client, self._client = self._client, None
@@ -238,8 +231,4 @@ class MqttSource:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.close()
-        while True:
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                break
+        self._inbox.clear()

@@ -66,8 +66,8 @@ class DaemonPort:
     def camera(self, source: str) -> tuple[np.ndarray, bool, tuple[int, ...]] | None:
         """The newest camera frame of ``source`` rotated and flipped but not cropped, whether it
         is RGB, and the ROI on it (empty: the whole frame); None without one."""
-        pipeline = self._daemon.pipeline
-        capture = pipeline.capture if pipeline is not None else None
+        group = self._daemon.capture
+        capture = group.capture_for(source) if group is not None else None
         frame = getattr(capture, "last_camera", None)
         if capture is None or frame is None or frame.source != source:
             return None
@@ -102,12 +102,12 @@ class DaemonPort:
         pipeline, publisher = daemon.pipeline, daemon.publisher
         supervisor = daemon.modelctl.supervisor if daemon.modelctl else None
         models = daemon.models
-        capture = pipeline.capture if pipeline is not None else None
+        capture = daemon.capture
         return {
-            "source": capture.source.name if capture is not None else "",
+            "source": ", ".join(capture.names()) if capture is not None else "",
             "frames_in": capture.frames if capture is not None else 0,
-            "dropped": capture.dropped if capture is not None else 0,
-            "undecodable": int(getattr(capture.source, "undecodable", 0)) if capture is not None else 0,
+            "dropped": report.dropped(daemon) if capture is not None else 0,
+            "undecodable": sum(int(getattr(s, "undecodable", 0)) for s in capture.sources) if capture else 0,
             "results": publisher.results if publisher is not None else 0,
             "events": publisher.events if publisher is not None else 0,
             "spool_depth": len(publisher.outbox) if publisher is not None else 0,
