@@ -18,10 +18,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from support.broker import Probe
+from support.broker import Probe, free_port
+from support.daemon import DaemonProcess, write_config
 from support.testdata import REPO, image, model
 from support.variants import EXTRACTOR, variant
-from support.web import PASSWORD, PREFIX, classify, online, start_web_daemon, web_config
+from support.web import PASSWORD, PREFIX, WebClient, classify, online, start_web_daemon, web_config
 
 selenium = pytest.importorskip("selenium")  # in the [test] extra: an ImportError here is a broken install
 from selenium import webdriver  # noqa: E402
@@ -212,3 +213,61 @@ def test_live_view_follows_the_frames_with_the_published_labels_and_teaching_cha
             assert "webpi" not in browser.page_source and "fps_in" not in browser.page_source
             daemon.signal(signal.SIGTERM)
             assert daemon.wait(15) == 0
+
+
+def test_a_cards_pause_pauses_only_its_own_source(browser, broker, tmp_path):
+    """With several [[sources]], each card's Pause is the `pause` command naming its source."""
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for name in ("cat.bmp", "bird.bmp"):
+        shutil.copy(image(name), folder / name)
+    port = free_port()
+    (tmp_path / "models").mkdir()
+    config = write_config(tmp_path / "config.toml", f"""
+[device]
+id = "webpi"
+[[sources]]
+name = "left"
+kind = "images"
+uri = "{folder}"
+loop = true
+fps = 5
+[[sources]]
+name = "right"
+kind = "images"
+uri = "{folder}"
+loop = true
+fps = 5
+[model]
+path = "{SMALL}"
+dir = "{tmp_path / "models"}"
+accelerator = "cpu"
+[mqtt]
+host = "127.0.0.1"
+port = {broker.port}
+[web]
+enabled = true
+port = {port}
+""")
+    client = WebClient(port)
+
+    def inputs() -> dict:
+        return client.request("GET", "/api/status").json()["inputs"]
+
+    with DaemonProcess("-c", str(config)) as daemon:
+        daemon.wait_for_log(r"web view on http://", timeout=60)
+        browser.get(f"http://127.0.0.1:{port}/")
+        left = 'section.source[data-source="left"] button.pause'
+        WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, left))
+        WebDriverWait(browser, 30).until(lambda d: d.find_element(By.CSS_SELECTOR, left).text == "Pause")
+        browser.find_element(By.CSS_SELECTOR, left).click()
+        WebDriverWait(browser, 10).until(lambda d: inputs()["left"]["paused"])
+        assert inputs()["right"]["paused"] is False
+        assert client.request("GET", "/api/status").json()["paused"] is False  # the daemon goes on
+        WebDriverWait(browser, 10).until(lambda d: d.find_element(By.CSS_SELECTOR, left).text == "Resume")
+        right = 'section.source[data-source="right"] button.pause'
+        assert browser.find_element(By.CSS_SELECTOR, right).text == "Pause"
+        browser.find_element(By.CSS_SELECTOR, left).click()
+        WebDriverWait(browser, 10).until(lambda d: not inputs()["left"]["paused"])
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(10) == 0
