@@ -309,3 +309,15 @@ def test_a_frozen_rtsp_camera_is_noticed_within_the_stall_timeout(rtsp: RtspServ
         assert back.wait(20)
         assert capture.get(timeout=10) is not None
     assert events["source_back"][1]["downtime_s"] >= stall
+
+
+def test_native_logs_are_quieted_on_a_build_without_cv2_utils_logging(monkeypatch):
+    """opencv-python-headless 4.11 (what pip picks beside bookworm's numpy 1.24; the field rig
+    found it) has cv2.setLogLevel but no cv2.utils.logging: opening a camera must not fail there."""
+    from edge_classifier.source import opencv
+
+    calls: list[int] = []
+    monkeypatch.setattr(cv2, "utils", type("utils", (), {})())  # 4.11's cv2.utils: no `logging`
+    monkeypatch.setattr(cv2, "setLogLevel", calls.append, raising=False)
+    opencv._quiet_native_logs()
+    assert calls == [0]  # LOG_LEVEL_SILENT

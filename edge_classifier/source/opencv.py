@@ -43,7 +43,15 @@ def _quiet_native_logs() -> None:
     if log.isEnabledFor(logging.DEBUG):
         return
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    # cv2.utils.logging is not there in every build (opencv-python-headless 4.11, which pip picks
+    # beside Debian bookworm's numpy 1.24, has only cv2.setLogLevel): use what this build has.
+    api = getattr(getattr(cv2, "utils", None), "logging", None)
+    if api is not None:
+        api.setLogLevel(api.LOG_LEVEL_SILENT)
+    else:
+        set_level = getattr(cv2, "setLogLevel", None)
+        if callable(set_level):
+            set_level(0)  # 0 = LOG_LEVEL_SILENT
 
 
 def parse_uri(uri: str) -> tuple[str, int | str]:
