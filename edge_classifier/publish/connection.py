@@ -24,6 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_classifier.config.schema import MqttConfig
+from edge_classifier.config.secrets import read_secret
 from edge_classifier.errors import ConfigError
 from edge_classifier.publish import diagnosis
 
@@ -37,21 +38,8 @@ def resolve_password(config: MqttConfig, environ: Mapping[str, str] = os.environ
 
     A trailing newline is ignored and an empty password means none. Never logged.
     """
-    path: Path | None = None
-    key = "mqtt.password_file"
-    if config.password_file:
-        path = Path(config.password_file)
-    elif environ.get("CREDENTIALS_DIRECTORY"):
-        candidate = Path(environ["CREDENTIALS_DIRECTORY"]) / CREDENTIAL_NAME
-        if candidate.is_file():
-            path, key = candidate, "$CREDENTIALS_DIRECTORY/" + CREDENTIAL_NAME
-    if path is None:
-        return config.password or None
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"{key}: cannot read {path}: {getattr(exc, 'strerror', None) or exc}"]) from exc
-    return text.rstrip("\r\n") or None
+    return read_secret(config.password_file, config.password, credential=CREDENTIAL_NAME, key="mqtt.password_file",
+                       environ=environ)
 
 
 class _Client(paho.Client):

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from edge_classifier.config.schema import WebConfig
+from edge_classifier.config.secrets import read_secret
 from edge_classifier.errors import ConfigError
 
 __all__ = ["CREDENTIAL_NAME", "UNIT_CREDENTIAL", "Gate", "is_loopback", "open_gate", "resolve_secret"]
@@ -44,21 +45,8 @@ def resolve_secret(config: WebConfig, environ: Mapping[str, str] = os.environ) -
 
     A trailing newline is ignored and an empty password means none. Never logged.
     """
-    path: Path | None = None
-    key = "web.password_file"
-    if config.password_file:
-        path = Path(config.password_file)
-    elif environ.get("CREDENTIALS_DIRECTORY"):
-        candidate = Path(environ["CREDENTIALS_DIRECTORY"]) / CREDENTIAL_NAME
-        if candidate.is_file():
-            path, key = candidate, "$CREDENTIALS_DIRECTORY/" + CREDENTIAL_NAME
-    if path is None:
-        return config.password or None
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"{key}: cannot read {path}: {getattr(exc, 'strerror', None) or exc}"]) from exc
-    return text.rstrip("\r\n") or None
+    return read_secret(config.password_file, config.password, credential=CREDENTIAL_NAME, key="web.password_file",
+                       environ=environ)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
