@@ -22,7 +22,7 @@ from edge_classifier.errors import ConfigError, EdgeClassifierError, shown
 from edge_classifier.learn.head import MAX_LABEL_LENGTH
 
 if TYPE_CHECKING:
-    from edge_classifier.daemon.app import Daemon
+    from edge_classifier.control.device import Device
 
 __all__ = ["CommandHandler"]
 
@@ -38,7 +38,7 @@ class CommandError(Exception):
 
 
 class CommandHandler:
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Device) -> None:
         self.daemon = daemon
         self.commands: dict[str, Handler] = {
             "status": self.status,

@@ -11,14 +11,14 @@ from edge_classifier.daemon import telemetry
 from edge_classifier.source.tally import Tally
 
 if TYPE_CHECKING:
-    from edge_classifier.daemon.app import Daemon
+    from edge_classifier.control.device import Device
     from edge_classifier.daemon.pipeline import Outcome
     from edge_classifier.source.group import CaptureGroup
 
 __all__ = ["count_outcome", "dropped", "runtime_settings", "source_counters", "state", "stats", "stats_since"]
 
 
-def stats(daemon: Daemon) -> dict[str, Any]:
+def stats(daemon: Device) -> dict[str, Any]:
     """The periodic telemetry; rates are since the previous call."""
     assert daemon.publisher is not None
     now = time.monotonic()
@@ -27,11 +27,11 @@ def stats(daemon: Daemon) -> dict[str, Any]:
     return body
 
 
-def stats_since(daemon: Daemon, last: tuple[float, int, int], latencies: list[float],
+def stats_since(daemon: Device, last: tuple[float, int, int], latencies: list[float],
                 now: float) -> dict[str, Any]:
     """The telemetry with rates since ``last`` (time, frames, results) and percentiles of
     ``latencies``; changes nothing (the web view keeps its own ``last``)."""
-    assert daemon.pipeline is not None and daemon.publisher is not None and daemon.models is not None
+    assert daemon.publisher is not None and daemon.models is not None
     capture = group(daemon)
     then, frames_then, results_then = last
     elapsed = max(1e-6, now - then)
@@ -56,7 +56,7 @@ def stats_since(daemon: Daemon, last: tuple[float, int, int], latencies: list[fl
         "accelerator_state": supervisor.state if supervisor else "ok",
         "fallbacks": supervisor.fallbacks if supervisor else 0,
         "model": info.name,
-        "paused": daemon.pipeline.paused,
+        "paused": daemon.paused,
         "uptime_s": round(now - daemon.started, 1),
         "spool_depth": len(daemon.publisher.outbox),
         "spool_dropped": daemon.publisher.outbox.dropped,
@@ -66,9 +66,9 @@ def stats_since(daemon: Daemon, last: tuple[float, int, int], latencies: list[fl
     }
 
 
-def state(daemon: Daemon) -> dict[str, Any]:
+def state(daemon: Device) -> dict[str, Any]:
     """The full state, for the status command."""
-    assert daemon.pipeline is not None and daemon.models is not None
+    assert daemon.models is not None
     models = daemon.models
     info = models.info
     capture = group(daemon)
@@ -77,7 +77,7 @@ def state(daemon: Daemon) -> dict[str, Any]:
     return {
         "device": daemon.config.device.id,
         "version": __version__,
-        "paused": daemon.pipeline.paused,
+        "paused": daemon.paused,
         "uptime_s": round(time.monotonic() - daemon.started, 1),
         "model": {
             "name": info.name, "path": str(info.path), "sha256": info.sha256, "requested": str(info.requested),
@@ -109,7 +109,7 @@ def count_outcome(tally: Tally, outcome: Outcome) -> None:
         tally.classified(name, result.total_ms)
 
 
-def group(daemon: Daemon) -> CaptureGroup:
+def group(daemon: Device) -> CaptureGroup:
     assert daemon.capture is not None
     return daemon.capture
 
@@ -123,7 +123,7 @@ def _figures(source: Any) -> dict[str, int]:
     return figures
 
 
-def source_counters(daemon: Daemon) -> dict[str, int]:
+def source_counters(daemon: Device) -> dict[str, int]:
     """Every figure the sources themselves count, added up (mqtt: received, topics, evicted,
     source_dropped), with the newest-frame slots' replacements as ``slot_dropped``."""
     captures = group(daemon)
@@ -137,7 +137,7 @@ def source_counters(daemon: Daemon) -> dict[str, int]:
     return figures
 
 
-def inputs(daemon: Daemon) -> dict[str, dict[str, Any]]:
+def inputs(daemon: Device) -> dict[str, dict[str, Any]]:
     """Per configured source: its kind, state and its own figures."""
     captures = group(daemon)
     out: dict[str, dict[str, Any]] = {}
@@ -150,13 +150,13 @@ def inputs(daemon: Daemon) -> dict[str, dict[str, Any]]:
     return out
 
 
-def dropped(daemon: Daemon) -> int:
+def dropped(daemon: Device) -> int:
     """Frames replaced by newer ones before they were classified: in the sources and the slots."""
     captures = group(daemon)
     return captures.dropped + sum(int(getattr(s, "dropped", 0)) for s in captures.sources)
 
 
-def rejected(daemon: Daemon) -> int:
+def rejected(daemon: Device) -> int:
     """Images refused by the limits (preprocess.decode): the sources' and learn commands'."""
     learned = daemon.learning.images_rejected if daemon.learning is not None else 0
     if daemon.capture is None:

@@ -29,7 +29,7 @@ from edge_classifier.web.routes import build_app, guard
 from edge_classifier.web.server import Listener
 
 if TYPE_CHECKING:
-    from edge_classifier.daemon.app import Daemon
+    from edge_classifier.control.device import Device
 
 __all__ = ["WebServer"]
 
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 
 class WebServer:
-    def __init__(self, config: WebConfig, daemon: Daemon) -> None:
+    def __init__(self, config: WebConfig, daemon: Device) -> None:
         self.config = config
         self.gate = open_gate(config)  # ConfigError (exit 78): not loopback and no password
         self.port = DaemonPort(daemon)

@@ -26,7 +26,7 @@ from edge_classifier.daemon import report
 from edge_classifier.source import transform
 
 if TYPE_CHECKING:
-    from edge_classifier.daemon.app import Daemon
+    from edge_classifier.control.device import Device
     from edge_classifier.learn import LearnedHead
 
 __all__ = ["COMMAND_TIMEOUT", "DaemonPort"]
@@ -35,9 +35,9 @@ COMMAND_TIMEOUT = 75.0  # longer than a `learn {"frames": N}` may take (60 s) an
 
 
 class DaemonPort:
-    """The web side's view of one running :class:`Daemon`."""
+    """The web side's view of one running daemon (a :class:`Device`)."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Device) -> None:
         self._daemon = daemon
         self.device = daemon.config.device.id
         self.prefix = daemon.topics.prefix
@@ -52,7 +52,7 @@ class DaemonPort:
 
     @property
     def ready(self) -> bool:
-        return self._daemon.pipeline is not None and self._daemon.models is not None
+        return self._daemon.running and self._daemon.models is not None
 
     def status(self) -> dict[str, Any]:
         """The status command's state (CONTRACT: ``/api/status``)."""
@@ -99,7 +99,7 @@ class DaemonPort:
     def counters(self) -> dict[str, Any]:
         """The raw counters /metrics exposes (read at scrape time)."""
         daemon = self._daemon
-        pipeline, publisher = daemon.pipeline, daemon.publisher
+        publisher = daemon.publisher
         supervisor = daemon.modelctl.supervisor if daemon.modelctl else None
         models = daemon.models
         capture = daemon.capture
@@ -118,7 +118,7 @@ class DaemonPort:
             "accelerator_state": supervisor.state if supervisor else "ok",
             "connected": bool(daemon.connection and daemon.connection.connected.is_set()),
             "mqtt": daemon.connection is not None,
-            "paused": bool(pipeline and pipeline.paused),
+            "paused": daemon.paused,
             "swaps": daemon.modelctl.swaps if daemon.modelctl else 0,
         }
 
@@ -137,7 +137,7 @@ class DaemonPort:
         payload = json.dumps(arguments).encode("utf-8")
         request = Request(topic=f"{self.prefix}/cmd/{name}", payload=payload, answer=answer)
         # Crossing: the main loop takes the request from the control queue, as from MQTT.
-        self._daemon.control.put(request)
+        self._daemon.submit(request)
         if not done.wait(timeout):
             return {"command": name, "ok": False, "error": f"no reply within {timeout:.0f} s"}
         return replies[0]
