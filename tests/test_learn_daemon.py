@@ -10,10 +10,14 @@ from __future__ import annotations
 import base64
 import json
 import signal
+import time
+from datetime import datetime
 
 import cv2
 import numpy as np
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from support.broker import Probe
 from support.daemon import DaemonProcess, write_config
 from support.testdata import image, model
@@ -80,9 +84,6 @@ def test_teach_three_classes_classify_held_out_and_unknown_then_restart(config, 
             # The third class from the next five frames of the live source.
             reply_topic = "test/learn-reply"
             probe.subscribe(reply_topic)
-            from paho.mqtt.packettypes import PacketTypes
-            from paho.mqtt.properties import Properties
-
             properties = Properties(PacketTypes.PUBLISH)
             properties.ResponseTopic = reply_topic
             properties.CorrelationData = b"frames"
@@ -123,3 +124,80 @@ def test_teach_three_classes_classify_held_out_and_unknown_then_restart(config, 
             assert bad["ok"] is False and "nobody" in bad["error"]
             again.signal(signal.SIGTERM)
             assert again.wait(15) == 0
+
+
+def test_learn_from_the_frames_of_one_named_source(tmp_path, broker):
+    """Two image folders (cats in a, flowers in b) and an mqtt wildcard source: `learn` naming a
+    source takes only that source's frames; an unknown name is refused at once, naming it."""
+    rng = np.random.default_rng(3)
+    for name, label in (("a", "cat"), ("b", "flower")):
+        (tmp_path / name).mkdir()
+        for i, picture in enumerate(variants(label, 4, rng)):
+            cv2.imwrite(str(tmp_path / name / f"{i}.png"), picture)
+    tables = "".join(f'[[sources]]\nname = "{name}"\nkind = "images"\nuri = "{tmp_path / name}"\nloop = true\n'
+                     f"fps = 4\n" for name in ("a", "b"))
+    path = write_config(tmp_path / "config.toml", f"""
+[device]
+id = "learnpi"
+{tables}
+[[sources]]
+name = "esp"
+kind = "mqtt"
+uri = "cams/+/image"
+[model]
+path = "{model("mobilenet_v1_0.25_128_quant")}"
+accelerator = "cpu"
+[mqtt]
+host = "127.0.0.1"
+port = {broker.port}
+[publish]
+stats_interval = 0
+[learn]
+enabled = true
+extractor = "{EXTRACTOR}"
+head = "{tmp_path / "learned_head.json"}"
+alone = true
+""")
+    with Probe(broker.host, broker.port) as probe, DaemonProcess("-c", str(path), "--stdout") as daemon:
+        probe.subscribe(f"{PREFIX}/status")
+        online(probe)
+        unknown = command(probe, "learn", {"label": "x", "frames": 2, "source": "attic"})
+        assert unknown["ok"] is False and "no source named 'attic' (running: a, b, esp)" in unknown["error"], unknown
+        reply = command(probe, "learn", {"label": "flowers", "frames": 4, "source": "b"})
+        learned_at = time.time()
+        assert reply["ok"] is True and reply["added"] == 4 and reply["classes"] == {"flowers": 4}, reply
+
+        def labels(since: float, count: int = 12) -> dict[str, set[str]]:
+            """The top labels of a's and b's next ``count`` frames captured after ``since`` (when
+            the reply came the class was learned: later frames are classified with it)."""
+            seen: dict[str, set[str]] = {"a": set(), "b": set()}
+            while count:
+                result = daemon.next_result(30)
+                captured = datetime.fromisoformat(result["ts"]).timestamp()
+                if captured > since + 0.001 and result["source"] in seen:
+                    seen[result["source"]].add(result["top"][0]["label"])
+                    count -= 1
+            return seen
+
+        # Learned from b's flowers only: a's cats are nothing learned.
+        assert labels(learned_at) == {"a": {"unknown"}, "b": {"flowers"}}
+        reply = command(probe, "learn", {"label": "cats", "frames": 4, "source": "a"})
+        learned_at = time.time()
+        assert reply["ok"] is True and reply["classes"] == {"flowers": 4, "cats": 4}, reply
+        assert labels(learned_at) == {"a": {"cats"}, "b": {"flowers"}}
+        # An mqtt wildcard source's name covers every topic it matches (each reports its topic).
+        reply_topic = "test/learn-esp"
+        probe.subscribe(reply_topic)
+        properties = Properties(PacketTypes.PUBLISH)
+        properties.ResponseTopic = reply_topic
+        properties.CorrelationData = b"esp"
+        probe.publish(f"{PREFIX}/cmd/learn", json.dumps({"label": "grace", "frames": 2, "source": "esp"}).encode(),
+                      qos=1, properties=properties)
+        assert command(probe, "status", {})["ok"]  # answered after the learn before it: collecting now
+        grace = cv2.imread(str(image("grace_hopper.bmp")))
+        for topic in ("cams/door/image", "cams/yard/image"):
+            probe.publish(topic, jpeg(grace), qos=1)
+        reply = json.loads(probe.expect(reply_topic, timeout=30).payload)
+        assert reply["ok"] is True and reply["classes"] == {"flowers": 4, "cats": 4, "grace": 2}, reply
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(15) == 0

@@ -89,7 +89,7 @@ class CommandHandler:
             return {"paused": paused}
         capture = self._group().capture(name)
         if capture is None:
-            raise CommandError(f"source: no source named {shown(name, 40)} (running: {self._names()})")
+            raise self._no_source(name)
         capture.paused = paused  # read by its capture thread at its next frame
         log.info("source %s %s", name, "paused" if paused else "resumed")
         return {"paused": paused, "source": name}
@@ -100,8 +100,9 @@ class CommandHandler:
             raise CommandError("no source is running yet")
         return group
 
-    def _names(self) -> str:
-        return ", ".join(self._group().names()) or "none"
+    def _no_source(self, name: str) -> CommandError:
+        names = ", ".join(self._group().names()) or "none"
+        return CommandError(f"source: no source named {shown(name, 40)} (running: {names})")
 
     def config(self, arguments: dict[str, Any], request: Request | None = None) -> dict[str, Any]:
         changes = {k: v for k, v in arguments.items() if k != "request_id"}
@@ -120,8 +121,8 @@ class CommandHandler:
         group = self._group()
         frame = group.last_frame if name is None else group.last_frame_of(name)
         if frame is None:
-            if name is not None and group.capture(name) is None and name not in group.tally.names():
-                raise CommandError(f"source: no source named {shown(name, 40)} (running: {self._names()})")
+            if name is not None and group.frames_of(name) is None:
+                raise self._no_source(name)
             raise CommandError("no frame captured yet")
         image = cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR) if frame.rgb else frame.image
         ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
@@ -162,7 +163,8 @@ class CommandHandler:
         return None
 
     def start_learning_frames(self, arguments: dict[str, Any], request: Request | None) -> None:
-        """``{"label": L, "frames": N}``: the next N frames; replied to when they came."""
+        """``{"label": L, "frames": N}``: the next N frames; replied to when they came. With
+        ``"source": NAME`` only that source's (a configured source, or a camera as results name it)."""
         learning = self._learning()
         label = _Learn.label(arguments, ("frames", "source"))
         source = _source_argument({"source": arguments["source"]}) if "source" in arguments else None
@@ -170,7 +172,12 @@ class CommandHandler:
         limit = learning.config.max_examples
         if not isinstance(frames, int) or isinstance(frames, bool) or not 1 <= frames <= limit:
             raise CommandError(f"frames: must be an integer from 1 to {limit} (learn.max_examples)")
-        learning.collect_frames(label, frames, request, source=source or "")
+        accept = None
+        if source is not None:
+            accept = self._group().frames_of(source)
+            if accept is None:
+                raise self._no_source(source)
+        learning.collect_frames(label, frames, request, accept=accept)
 
     def forget(self, arguments: dict[str, Any], request: Request | None = None) -> dict[str, Any]:
         learning = self._learning()

@@ -62,7 +62,7 @@ class _Collect:
     deadline: float
     request: Request | None
     embeddings: list[np.ndarray] = dataclasses.field(default_factory=list)
-    source: str = ""  # only frames of this source (Frame.source); empty: any
+    accept: Callable[[str], bool] | None = None  # only frames whose Frame.source it accepts; None: any
 
 
 class Learning:
@@ -95,7 +95,7 @@ class Learning:
     def annotate(self, worker: int, frame: Frame, classification: Classification) -> Classification:
         embedding = self._embedders[worker + 1].embed(frame.image, frame.rgb)
         collect = self._collect
-        if collect is not None and collect.source in ("", frame.source):
+        if collect is not None and (collect.accept is None or collect.accept(frame.source)):
             self._collected(collect, embedding)
         head = self.head  # one read: the main thread swaps whole heads
         best = head.best(embedding) if len(head) else None
@@ -120,12 +120,14 @@ class Learning:
 
     # --- main thread ------------------------------------------------------------------------
 
-    def collect_frames(self, label: str, frames: int, request: Request | None, source: str = "") -> None:
-        """Learn ``label`` from the next ``frames`` frames (of ``source`` only, if given)."""
+    def collect_frames(self, label: str, frames: int, request: Request | None,
+                       accept: Callable[[str], bool] | None = None) -> None:
+        """Learn ``label`` from the next ``frames`` frames (only those whose ``Frame.source``
+        ``accept`` accepts, if given: one camera's)."""
         with self._lock:
             if self._collect is not None:
                 raise LearnError(f"already collecting frames for {self._collect.label!r}")
-            self._collect = _Collect(label, frames, time.monotonic() + COLLECT_TIMEOUT, request, source=source)
+            self._collect = _Collect(label, frames, time.monotonic() + COLLECT_TIMEOUT, request, accept=accept)
 
     def expired(self, now: float) -> _Collect | None:
         """A collection that ran out of time (the frames did not come), taken off."""

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+
+from paho.mqtt.client import topic_matches_sub
 
 from edge_classifier.config.schema import SourceConfig
 from edge_classifier.errors import ConfigError
@@ -167,6 +169,18 @@ class CaptureGroup:
             frame = capture.last_camera or capture.last_frame
             if frame is not None and frame.source == name:
                 return capture
+        return None
+
+    def frames_of(self, name: str) -> Callable[[str], bool] | None:
+        """Which frames (by ``Frame.source``) are those of ``name``: a configured source's (an mqtt
+        wildcard's: those of every topic it matches too) or camera ``name``'s as results report it;
+        None when nothing runs or ran under that name."""
+        config = self.configs.get(name)
+        if config is not None and config.kind == "mqtt" and any(c in config.uri for c in "+#"):
+            uri = config.uri
+            return lambda source: source == name or topic_matches_sub(uri, source)
+        if config is not None or name in self.tally.names():
+            return lambda source: source == name
         return None
 
     @property
