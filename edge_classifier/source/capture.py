@@ -104,8 +104,6 @@ class Capture:
         self.waiting: str | None = "opening"
         """Why no frames come now (``opening``, the last open/read error), None while they flow;
         written by the capture thread, read by the main loop for the status line."""
-        self._taken = 0
-        self._polled: float | None = None
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
         self._started = False
         self._closed = False
@@ -133,19 +131,13 @@ class Capture:
 
     def get(self, timeout: float) -> Frame | None:
         """The next frame for the consumer; None on timeout or once ended and drained."""
-        # The consumer's side (one pipeline worker at a time, under the pipeline's take
-        # lock); the main loop reads these two through `intake` for the watchdog.
-        self._polled = time.monotonic()
         # Crossing: frames come from the capture thread through the handoff.
-        frame = self._handoff.get(timeout)
-        if frame is not None:
-            self._taken += 1
-        return frame
+        return self._handoff.get(timeout)
 
     @property
     def intake(self) -> Intake:
         """What the watchdog needs: frames taken by the consumer and when it last asked."""
-        return Intake(self._taken, self._polled)
+        return self._handoff.intake
 
     def stop(self) -> None:
         """Ask the capture thread to end and wait for it, at most ``join_timeout``.

@@ -16,7 +16,6 @@ removed capture is stopped and its frames still waiting are taken as usual.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterable
 
 from paho.mqtt.client import topic_matches_sub
@@ -58,8 +57,6 @@ class CaptureGroup:
         self._retired_dropped = 0
         self._retired_failures = 0
         self._lock = threading.Lock()
-        self._taken = 0
-        self._polled: float | None = None
 
     # --- membership (main thread) --------------------------------------------------------
 
@@ -102,19 +99,13 @@ class CaptureGroup:
 
     def get(self, timeout: float) -> Frame | None:
         """The next frame, round robin over the cameras with one waiting."""
-        # The consumer's side (one pipeline worker at a time, under the pipeline's take
-        # lock); the main loop reads these two through `intake` for the watchdog.
-        self._polled = time.monotonic()
         # Crossing: frames come from every capture thread through the shared handoff.
-        frame = self.handoff.get(timeout)
-        if frame is not None:
-            self._taken += 1
-        return frame
+        return self.handoff.get(timeout)
 
     @property
     def intake(self) -> Intake:
         """What the watchdog needs: frames taken by the pipeline and when it last asked."""
-        return Intake(self._taken, self._polled)
+        return self.handoff.intake
 
     def _waiting(self) -> tuple[str, str] | None:
         """(name, why) of a source without frames, if no source delivers any; else None."""

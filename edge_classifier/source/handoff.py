@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from edge_classifier.service.watchdog import Intake
 from edge_classifier.source.base import Frame
 
 __all__ = ["Handoff"]
@@ -49,7 +50,8 @@ class Handoff:
         self._lanes: dict[str, collections.deque[Frame]] = {}
         # When each frame source was last served (a turn number), most recent last.
         self._served: collections.OrderedDict[str, int] = collections.OrderedDict()
-        self._turn = 0
+        self._turn = 0  # frames taken so far
+        self._polled: float | None = None  # when the consumer last asked for a frame
         self._cond = threading.Condition()
         self._closed = False
 
@@ -96,7 +98,10 @@ class Handoff:
         None if none arrived within ``timeout`` seconds, or at once when the handoff
         is closed and empty.
         """
-        deadline = time.monotonic() + timeout
+        # The consumer's side (one pipeline worker at a time, under the pipeline's take lock);
+        # the main loop reads _polled and _turn through `intake` for the watchdog.
+        self._polled = now = time.monotonic()
+        deadline = now + timeout
         with self._cond:
             while not self._lanes:
                 remaining = deadline - time.monotonic()
@@ -120,6 +125,11 @@ class Handoff:
             # Crossing: wake a producer that waits for room.
             self._cond.notify_all()
             return frame
+
+    @property
+    def intake(self) -> Intake:
+        """What the watchdog needs: frames taken by the consumer and when it last asked."""
+        return Intake(self._turn, self._polled)
 
     def __len__(self) -> int:
         with self._cond:
