@@ -12,12 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 from support.bombs import jpeg_bomb, png_bomb
 from support.broker import Probe
-from support.daemon import REPO, DaemonProcess, write_config
+from support.daemon import REPO, DaemonProcess
+from support.device import ask, daemon_config, jpeg, wait_online
 from support.variants import EXTRACTOR
 
 PREFIX = "edge-classifier/bombpi"
@@ -31,31 +31,9 @@ PEAK_OF_CHILD = ("import resource, subprocess, sys; code = subprocess.call(sys.a
 
 
 def config(tmp_path: Path, port: int, extra: str = "") -> Path:
-    return write_config(tmp_path / "config.toml", f"""
-[device]
-id = "bombpi"
-[source]
-kind = "mqtt"
-uri = "cams/+/image"
-[model]
-path = "{DEMO_MODEL}"
-accelerator = "cpu"
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-[publish]
-stats_interval = 0
-{extra}
-""")
-
-
-def jpeg(picture: np.ndarray) -> bytes:
-    return cv2.imencode(".jpg", picture)[1].tobytes()
-
-
-def online(probe: Probe) -> None:
-    while probe.expect(f"{PREFIX}/status", timeout=30).text != "online":
-        pass
+    return daemon_config(tmp_path / "config.toml", device="bombpi", port=port, model=DEMO_MODEL,
+                         sources='[source]\nkind = "mqtt"\nuri = "cams/+/image"',
+                         extra="[publish]\nstats_interval = 0\n" + extra)
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -66,17 +44,13 @@ def peak_rss_mb(pid: int) -> float:
     raise AssertionError("no VmHWM in /proc status")
 
 
-def status(probe: Probe) -> dict:
-    return json.loads(probe.request(f"{PREFIX}/cmd/status", b"{}", timeout=10).payload)
-
-
 def test_bombs_empty_and_random_payloads_on_the_mqtt_source(tmp_path, broker):
     """Findings 2 and 7: the bombs are refused from their headers (peak RSS stays under
     250 MB), an empty payload is not a source failure, a flood of junk logs one line."""
     with Probe(broker.host, broker.port) as probe:
         probe.subscribe(f"{PREFIX}/status", f"{PREFIX}/result")
         with DaemonProcess("-c", str(config(tmp_path, broker.port))) as daemon:
-            online(probe)
+            wait_online(probe, PREFIX)
             probe.publish(CAMERA, jpeg(np.full((96, 96, 3), 200, np.uint8)), qos=1)
             probe.expect(f"{PREFIX}/result", timeout=20)
             before = peak_rss_mb(daemon.proc.pid)
@@ -86,13 +60,13 @@ def test_bombs_empty_and_random_payloads_on_the_mqtt_source(tmp_path, broker):
             probe.publish(CAMERA, jpeg(np.full((96, 96, 3), 30, np.uint8)), qos=1)
             result = json.loads(probe.expect(f"{PREFIX}/result", timeout=30).payload)
             assert result["frame"] == 2  # the next good image is the next frame: nothing in between
-            assert status(probe)["state"]["source"]["rejected"] == 3
+            assert ask(probe, PREFIX, "status", {})["state"]["source"]["rejected"] == 3
             rng = np.random.default_rng(7)
             for _ in range(200):
                 probe.publish(CAMERA, rng.integers(0, 256, 2000, dtype=np.uint8).tobytes(), qos=1)
             probe.publish(CAMERA, jpeg(np.full((96, 96, 3), 60, np.uint8)), qos=1)
             assert json.loads(probe.expect(f"{PREFIX}/result", timeout=30).payload)["frame"] == 3
-            state = status(probe)["state"]
+            state = ask(probe, PREFIX, "status", {})["state"]
             peak = peak_rss_mb(daemon.proc.pid)
             daemon.signal(signal.SIGTERM)
             assert daemon.wait(15) == 0
@@ -119,13 +93,13 @@ def test_oversized_payload_is_dropped_before_it_is_decoded(tmp_path, broker, pro
     with Probe(broker.host, broker.port) as probe:
         probe.subscribe(f"{PREFIX}/status", f"{PREFIX}/result")
         with DaemonProcess("-c", str(path)) as daemon:
-            online(probe)
+            wait_online(probe, PREFIX)
             probe.publish(CAMERA, b"\xff\xd8" + bytes(200_000), qos=1)
             probe.publish(CAMERA, jpeg(np.full((96, 96, 3), 30, np.uint8)), qos=1)
             result = json.loads(probe.expect(f"{PREFIX}/result", timeout=30).payload)
             assert result["frame"] == 1
             if protocol == "5":
-                state = status(probe)["state"]
+                state = ask(probe, PREFIX, "status", {})["state"]
             else:  # a 3.1.1 daemon replies on {prefix}/reply/{name}
                 probe.subscribe(f"{PREFIX}/reply/status")
                 probe.publish(f"{PREFIX}/cmd/status", b"{}", qos=1)
@@ -146,7 +120,7 @@ def test_bomb_inside_a_learn_command_is_refused(tmp_path, broker):
     with Probe(broker.host, broker.port) as probe:
         probe.subscribe(f"{PREFIX}/status", f"{PREFIX}/result")
         with DaemonProcess("-c", str(config(tmp_path, broker.port, extra))) as daemon:
-            online(probe)
+            wait_online(probe, PREFIX)
             images = [base64.b64encode(jpeg(np.full((64, 64, 3), 90, np.uint8))).decode(),
                       base64.b64encode(png_bomb(30000, 30000)).decode()]
             payload = json.dumps({"label": "bomb", "images": images, "request_id": "b1"}).encode()
@@ -189,7 +163,7 @@ def test_online_means_the_mqtt_source_is_subscribed(tmp_path, broker):
         probe.subscribe(f"{PREFIX}/status", f"{PREFIX}/result")
         for round in range(3):
             with DaemonProcess("-c", str(path)) as daemon:
-                online(probe)
+                wait_online(probe, PREFIX)
                 probe.publish(CAMERA, jpeg(np.full((96, 96, 3), 40 * round, np.uint8)), qos=1)
                 assert json.loads(probe.expect(f"{PREFIX}/result", timeout=20).payload)["frame"] == 1
                 daemon.signal(signal.SIGTERM)

@@ -19,7 +19,8 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from support.broker import Probe
-from support.daemon import DaemonProcess, write_config
+from support.daemon import DaemonProcess
+from support.device import ask, daemon_config, jpeg, wait_online
 from support.testdata import image, model
 from support.variants import CLASSES, EXTRACTOR, variants
 
@@ -27,41 +28,45 @@ PREFIX = "edge-classifier/learnpi"
 CAMERA = "cams/door/image"
 
 
-def jpeg(picture: np.ndarray) -> bytes:
-    return cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes()
+LEARN = """
+[learn]
+enabled = true
+extractor = "{extractor}"
+head = "{head}"
+alone = true
+"""
+
+
+def learn_config(tmp_path, port: int, sources: str, extra: str = ""):
+    return daemon_config(tmp_path / "config.toml", device="learnpi", port=port,
+                         model=model("mobilenet_v1_0.25_128_quant"), sources=sources,
+                         extra=extra + LEARN.format(extractor=EXTRACTOR, head=tmp_path / "learned_head.json"))
 
 
 @pytest.fixture
 def config(tmp_path, broker):
-    return write_config(tmp_path / "config.toml", f"""
-[device]
-id = "learnpi"
-[source]
-kind = "mqtt"
-uri = "cams/+/image"
-[model]
-path = "{model("mobilenet_v1_0.25_128_quant")}"
-accelerator = "cpu"
-[mqtt]
-host = "127.0.0.1"
-port = {broker.port}
-[learn]
-enabled = true
-extractor = "{EXTRACTOR}"
-head = "{tmp_path / "learned_head.json"}"
-alone = true
-""")
+    return learn_config(tmp_path, broker.port, '[source]\nkind = "mqtt"\nuri = "cams/+/image"')
 
 
 def online(probe: Probe) -> None:
     """Wait for the retained ``online``: the mqtt source has subscribed then (issue 12), so the
     tests send frames right after it, with no wait for the daemon's log."""
-    while probe.expect(f"{PREFIX}/status", timeout=30).text != "online":
-        pass
+    wait_online(probe, PREFIX)
 
 
-def command(probe: Probe, name: str, payload: dict, timeout: float = 30) -> dict:
-    return json.loads(probe.request(f"{PREFIX}/cmd/{name}", json.dumps(payload).encode(), timeout=timeout).payload)
+def command(probe: Probe, name: str, payload: dict) -> dict:
+    return ask(probe, PREFIX, name, payload)
+
+
+def learn_later(probe: Probe, arguments: dict) -> str:
+    """Send a ``learn`` command whose reply comes when the frames did; the topic it comes on."""
+    reply_topic = "test/learn-reply"
+    probe.subscribe(reply_topic)
+    properties = Properties(PacketTypes.PUBLISH)
+    properties.ResponseTopic = reply_topic
+    properties.CorrelationData = b"frames"
+    probe.publish(f"{PREFIX}/cmd/learn", json.dumps(arguments).encode(), qos=1, properties=properties)
+    return reply_topic
 
 
 def classify(probe: Probe, picture: np.ndarray) -> dict:
@@ -83,13 +88,7 @@ def test_teach_three_classes_classify_held_out_and_unknown_then_restart(config, 
                 reply = command(probe, "learn", {"label": label, "images": images})
                 assert reply["ok"] is True and reply["added"] == 5, reply
             # The third class from the next five frames of the live source.
-            reply_topic = "test/learn-reply"
-            probe.subscribe(reply_topic)
-            properties = Properties(PacketTypes.PUBLISH)
-            properties.ResponseTopic = reply_topic
-            properties.CorrelationData = b"frames"
-            probe.publish(f"{PREFIX}/cmd/learn", json.dumps({"label": "flower", "frames": 5}).encode(), qos=1,
-                          properties=properties)
+            reply_topic = learn_later(probe, {"label": "flower", "frames": 5})
             for picture in teach["flower"]:
                 classify(probe, picture)
             reply = json.loads(probe.expect(reply_topic, timeout=30).payload)
@@ -136,28 +135,8 @@ def test_learn_from_the_frames_of_one_named_source(tmp_path, broker):
             cv2.imwrite(str(tmp_path / name / f"{i}.png"), picture)
     tables = "".join(f'[[sources]]\nname = "{name}"\nkind = "images"\nuri = "{tmp_path / name}"\nloop = true\n'
                      f"fps = 4\n" for name in ("a", "b"))
-    path = write_config(tmp_path / "config.toml", f"""
-[device]
-id = "learnpi"
-{tables}
-[[sources]]
-name = "esp"
-kind = "mqtt"
-uri = "cams/+/image"
-[model]
-path = "{model("mobilenet_v1_0.25_128_quant")}"
-accelerator = "cpu"
-[mqtt]
-host = "127.0.0.1"
-port = {broker.port}
-[publish]
-stats_interval = 0
-[learn]
-enabled = true
-extractor = "{EXTRACTOR}"
-head = "{tmp_path / "learned_head.json"}"
-alone = true
-""")
+    esp = '[[sources]]\nname = "esp"\nkind = "mqtt"\nuri = "cams/+/image"\n'
+    path = learn_config(tmp_path, broker.port, tables + esp, extra="[publish]\nstats_interval = 0\n")
     with Probe(broker.host, broker.port) as probe, DaemonProcess("-c", str(path), "--stdout") as daemon:
         probe.subscribe(f"{PREFIX}/status")
         online(probe)
@@ -186,13 +165,7 @@ alone = true
         assert reply["ok"] is True and reply["classes"] == {"flowers": 4, "cats": 4}, reply
         assert labels(learned_at) == {"a": {"cats"}, "b": {"flowers"}}
         # An mqtt wildcard source's name covers every topic it matches (each reports its topic).
-        reply_topic = "test/learn-esp"
-        probe.subscribe(reply_topic)
-        properties = Properties(PacketTypes.PUBLISH)
-        properties.ResponseTopic = reply_topic
-        properties.CorrelationData = b"esp"
-        probe.publish(f"{PREFIX}/cmd/learn", json.dumps({"label": "grace", "frames": 2, "source": "esp"}).encode(),
-                      qos=1, properties=properties)
+        reply_topic = learn_later(probe, {"label": "grace", "frames": 2, "source": "esp"})
         assert command(probe, "status", {})["ok"]  # answered after the learn before it: collecting now
         grace = cv2.imread(str(image("grace_hopper.bmp")))
         for topic in ("cams/door/image", "cams/yard/image"):

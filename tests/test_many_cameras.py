@@ -13,29 +13,17 @@ import time
 import cv2
 import numpy as np
 from support.broker import Probe
-from support.daemon import REPO, DaemonProcess, write_config
+from support.daemon import REPO, DaemonProcess
+from support.device import ask, daemon_config, wait_online
 
 PREFIX = "edge-classifier/manycams"
 DEMO_MODEL = REPO / "models" / "demo_shapes_mobilenet_v2_035_96_quant.tflite"
 
 
 def config(tmp_path, port: int, publish: str = "") -> object:
-    return write_config(tmp_path / "config.toml", f"""
-[device]
-id = "manycams"
-[source]
-kind = "mqtt"
-uri = "cams/+/image"
-[model]
-path = "{DEMO_MODEL}"
-accelerator = "cpu"
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-[publish]
-stats_interval = 0
-{publish}
-""")
+    return daemon_config(tmp_path / "config.toml", device="manycams", port=port, model=DEMO_MODEL,
+                         sources='[source]\nkind = "mqtt"\nuri = "cams/+/image"',
+                         extra="[publish]\nstats_interval = 0\n" + publish)
 
 
 def jpeg(value: int) -> bytes:
@@ -44,13 +32,8 @@ def jpeg(value: int) -> bytes:
     return cv2.imencode(".jpg", picture)[1].tobytes()
 
 
-def online(probe: Probe) -> None:
-    while probe.expect(f"{PREFIX}/status", timeout=30).text != "online":
-        pass
-
-
 def status(probe: Probe) -> dict:
-    return json.loads(probe.request(f"{PREFIX}/cmd/status", b"{}", timeout=10).payload)["state"]
+    return ask(probe, PREFIX, "status", {})["state"]
 
 
 def test_twelve_cameras_at_the_same_moment_are_all_classified(tmp_path, broker):
@@ -59,7 +42,7 @@ def test_twelve_cameras_at_the_same_moment_are_all_classified(tmp_path, broker):
         cameras = [stack.enter_context(Probe(broker.host, broker.port)) for _ in topics]
         with Probe(broker.host, broker.port) as probe, DaemonProcess("-c", str(config(tmp_path, broker.port))):
             probe.subscribe(f"{PREFIX}/status", f"{PREFIX}/result")
-            online(probe)
+            wait_online(probe, PREFIX)
             # Twelve clients, one image each, released together by a barrier.
             barrier = threading.Barrier(len(cameras))
             errors: list[BaseException] = []
@@ -95,7 +78,7 @@ def test_a_burst_from_one_camera_is_counted_honestly(tmp_path, broker):
     with Probe(broker.host, broker.port) as probe, \
             DaemonProcess("-c", str(config(tmp_path, broker.port))) as daemon:
         probe.subscribe(f"{PREFIX}/status")
-        online(probe)
+        wait_online(probe, PREFIX)
         payloads = [jpeg(i) for i in range(burst)]
         for payload in payloads:
             probe.publish("cams/burst/image", payload, qos=1)
@@ -127,7 +110,7 @@ def test_change_mode_compares_a_camera_with_itself(tmp_path, broker):
     path = config(tmp_path, broker.port, 'mode = "change"\nheartbeat = 0')
     with Probe(broker.host, broker.port) as probe, DaemonProcess("-c", str(path)):
         probe.subscribe(f"{PREFIX}/status", f"{PREFIX}/result")
-        online(probe)
+        wait_online(probe, PREFIX)
         for camera in ("cams/a/image", "cams/b/image"):
             probe.publish(camera, jpeg(100), qos=1)
             assert json.loads(probe.expect(f"{PREFIX}/result", timeout=20).payload)["source"] == camera
@@ -140,30 +123,13 @@ def test_change_mode_compares_a_camera_with_itself(tmp_path, broker):
 def test_two_mqtt_sources_each_with_its_own_client(tmp_path, broker):
     """In [[sources]] each mqtt source has its own client id (one id twice: the broker would
     throw one off for the other, forever); a wildcard's frames report their topic."""
-    path = write_config(tmp_path / "config.toml", f"""
-[device]
-id = "manycams"
-[[sources]]
-name = "cams"
-kind = "mqtt"
-uri = "cams/+/image"
-[[sources]]
-name = "esp"
-kind = "mqtt"
-uri = "esp/door"
-[model]
-path = "{DEMO_MODEL}"
-accelerator = "cpu"
-[mqtt]
-host = "127.0.0.1"
-port = {broker.port}
-client_id = "multi"
-[publish]
-stats_interval = 0
-""")
+    tables = '[[sources]]\nname = "cams"\nkind = "mqtt"\nuri = "cams/+/image"\n' \
+             '[[sources]]\nname = "esp"\nkind = "mqtt"\nuri = "esp/door"\n'
+    path = daemon_config(tmp_path / "config.toml", device="manycams", port=broker.port, model=DEMO_MODEL,
+                         sources=tables, mqtt='client_id = "multi"', extra="[publish]\nstats_interval = 0\n")
     with Probe(broker.host, broker.port) as probe, DaemonProcess("-c", str(path)):
         probe.subscribe(f"{PREFIX}/status", f"{PREFIX}/result", f"{PREFIX}/source/+/result")
-        online(probe)
+        wait_online(probe, PREFIX)
         probe.publish("cams/yard/image", jpeg(50), qos=1)
         probe.publish("esp/door", jpeg(90), qos=1)
         sources = {json.loads(probe.expect(f"{PREFIX}/result", timeout=20).payload)["source"] for _ in range(2)}

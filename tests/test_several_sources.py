@@ -12,7 +12,9 @@ import cv2
 import numpy as np
 import pytest
 from support.broker import Probe
-from support.daemon import REPO, DaemonProcess, write_config
+from support.daemon import REPO, DaemonProcess
+from support.device import ask as ask_device
+from support.device import daemon_config, wait_online
 from support.mjpeg import MjpegServer
 
 PREFIX = "edge-classifier/multicam"
@@ -39,19 +41,8 @@ def images(name: str, path: Path) -> str:
 
 
 def config(tmp_path: Path, port: int, tables: str) -> Path:
-    return write_config(tmp_path / "config.toml", f"""
-[device]
-id = "multicam"
-{tables}
-[model]
-path = "{DEMO_MODEL}"
-accelerator = "cpu"
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-[publish]
-stats_interval = 0
-""")
+    return daemon_config(tmp_path / "config.toml", device="multicam", port=port, model=DEMO_MODEL, sources=tables,
+                         extra="[publish]\nstats_interval = 0\n")
 
 
 def test_four_sources_together_then_sighup_changes_two(tmp_path, broker, mjpeg):
@@ -106,14 +97,13 @@ def online(probe: Probe) -> None:
     if getattr(probe, "_multicam_online", False):
         return
     probe.subscribe(f"{PREFIX}/status")
-    while probe.expect(f"{PREFIX}/status", timeout=30).text != "online":
-        pass
+    wait_online(probe, PREFIX)
     probe._multicam_online = True  # type: ignore[attr-defined]
 
 
 def ask(probe: Probe, name: str, arguments: dict) -> dict:
     online(probe)
-    return json.loads(probe.request(f"{PREFIX}/cmd/{name}", json.dumps(arguments).encode(), timeout=10).payload)
+    return ask_device(probe, PREFIX, name, arguments, timeout=10)
 
 
 def test_commands_name_a_source(tmp_path, broker):

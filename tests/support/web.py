@@ -13,11 +13,11 @@ from email.message import Message
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from support.broker import Probe, free_port
 from support.daemon import DaemonProcess, write_config
+from support.device import jpeg, wait_online
 
 DEVICE = "webpi"
 PREFIX = f"edge-classifier/{DEVICE}"
@@ -56,13 +56,8 @@ port = {port}
     return config, port
 
 
-def jpeg(picture: np.ndarray) -> bytes:
-    return cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes()
-
-
 def online(probe: Probe) -> None:
-    while probe.expect(f"{PREFIX}/status", timeout=30).text != "online":
-        pass
+    wait_online(probe, PREFIX)
 
 
 def classify(probe: Probe, picture: np.ndarray) -> dict[str, Any]:
