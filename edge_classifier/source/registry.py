@@ -51,7 +51,8 @@ def source_name(config: SourceConfig) -> str:
 
 
 def _lores_size(config: SourceConfig, input_size: tuple[int, int] | None) -> tuple[int, int] | None:
-    """The model-size lores stream, unless a transform has to see the full frame first."""
+    """The model input size a source may deliver frames at (the Pi camera's lores stream, a
+    reduced JPEG decode), unless a transform has to see the full frame first."""
     if input_size is None or config.rotate or config.flip != "none" or config.roi:
         return None
     return input_size
@@ -89,7 +90,8 @@ def _mqtt(config: SourceConfig, mqtt: MqttConfig, input_size: tuple[int, int] | 
     client_id = mqtt.client_id or f"edge-classifier-{socket.gethostname()}"
     return MqttSource(config.uri, host=mqtt.host, port=mqtt.port, client_id=f"{client_id}-source",
                       name=config.name, protocol=mqtt.protocol, keepalive=mqtt.keepalive,
-                      limits=ImageLimits(config.max_pixels, config.max_bytes))
+                      limits=ImageLimits(config.max_pixels, config.max_bytes),
+                      reduce_to=_lores_size(config, input_size) if config.reduced_decode else None)
 
 
 FACTORIES: dict[str, Factory] = {
