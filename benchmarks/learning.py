@@ -59,7 +59,7 @@ def main() -> None:
 
     pictures = [cv2.imread(str(TESTDATA / "images" / name)) for name in IMAGES]
     with Embedder.open(EXTRACTOR) as embedder, tempfile.TemporaryDirectory() as scratch:
-        extractor = ExtractorId.of(embedder.info)
+        extractor = ExtractorId.of(embedder.info, embedder.size)
         path = Path(scratch) / "learned_head.json"
         head = LearnedHead(extractor.size)
         embedder.embed(pictures[0])  # warm-up

@@ -36,7 +36,7 @@ def embedder():
 
 @pytest.fixture(scope="module")
 def extractor(embedder) -> ExtractorId:
-    return ExtractorId.of(embedder.info)
+    return ExtractorId.of(embedder.info, embedder.size)
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +200,10 @@ def test_missing_file_is_input_missing(tmp_path):
 
 def test_config_resolves_learn_paths_like_model_path(tmp_path):
     config = parse_config({"model": {"dir": "store"}, "learn": {"head": "sub/h.json"}}, base_dir=tmp_path)
-    assert config.learn.extractor == str(tmp_path / "store" / "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite")
+    assert config.learn.extractor == "model"  # the default: the classifier's own penultimate layer
+    named = parse_config({"model": {"dir": "store"}, "learn": {"extractor": "x_embedding_extractor.tflite"}},
+                         base_dir=tmp_path)
+    assert named.learn.extractor == str(tmp_path / "store" / "x_embedding_extractor.tflite")
     assert config.learn.head == str(tmp_path / "sub" / "h.json")
     assert config.learn.enabled is False and config.learn.threshold == 0.5
 

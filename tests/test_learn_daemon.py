@@ -27,8 +27,8 @@ def jpeg(picture: np.ndarray) -> bytes:
     return cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes()
 
 
-@pytest.fixture
-def config(tmp_path, broker):
+@pytest.fixture(params=["model", str(EXTRACTOR)], ids=["from the model", "extractor file"])
+def config(request, tmp_path, broker):
     return write_config(tmp_path / "config.toml", f"""
 [device]
 id = "learnpi"
@@ -43,7 +43,7 @@ host = "127.0.0.1"
 port = {broker.port}
 [learn]
 enabled = true
-extractor = "{EXTRACTOR}"
+extractor = "{request.param}"
 head = "{tmp_path / "learned_head.json"}"
 alone = true
 """)
@@ -73,6 +73,10 @@ def test_teach_three_classes_classify_held_out_and_unknown_then_restart(config, 
         with DaemonProcess("-c", str(config)) as daemon:
             online(probe)
             daemon.wait_for_log(r"mqtt source: listening on")  # `online` can come first: frames before are lost
+            from_model = 'extractor = "model"' in config.read_text()
+            daemon.wait_for_log(r"embeddings from the model's own invoke \(mobilenet_v1_0.25_128_quant, 256 values"
+                                if from_model else r"embeddings from a second invoke of "
+                                                   r"\(mobilenet_v1_1.0_224_quant_embedding_extractor, 1024 values")
             for label in ("cat", "bird"):  # examples sent in the command
                 images = [base64.b64encode(jpeg(p)).decode() for p in teach[label]]
                 reply = command(probe, "learn", {"label": label, "images": images})
@@ -103,6 +107,10 @@ def test_teach_three_classes_classify_held_out_and_unknown_then_restart(config, 
             accuracy = right / total
             print(f"\nheld-out top-1 {right}/{total} = {accuracy:.0%}")
             assert accuracy >= 0.9
+            # From the model, every frame's embedding came from the invoke that classified it.
+            embeddings = command(probe, "classes", {})["embeddings"]
+            assert embeddings["from"] == ("model" if from_model else "extractor")
+            assert embeddings["second_invokes"] == (0 if from_model else 5 + total), embeddings
             gradient = np.tile(np.linspace(0, 255, 320, dtype=np.uint8), (240, 1))
             unrelated = cv2.merge([gradient, gradient[::-1], np.full_like(gradient, 90)])
             assert classify(probe, unrelated)["top"][0]["label"] == "unknown"

@@ -267,9 +267,10 @@ class HomeAssistantConfig:
 class LearnConfig:
     enabled: bool = setting(False, "Answer with the classes taught on the device (`edge-classifier learn`) "
                             "before the model's own labels.")
-    extractor: str = setting("mobilenet_v1_1.0_224_quant_embedding_extractor.tflite",
-                             "The embedding extractor model: a path, or a file name inside model.dir.",
-                             check=_not_empty)
+    extractor: str = setting("model", "Where embeddings come from: 'model', the classifier's own penultimate "
+                             "layer (one invoke a frame; the head belongs to that model), or an embedding "
+                             "extractor model: a path, or a file name inside model.dir (a second invoke a frame; "
+                             "its _edgetpu twin runs on the Edge TPU).", check=_not_empty)
     head: str = setting("learned_head.json", "The learned classes file: a path, or a file name inside model.dir.",
                         check=_not_empty)
     threshold: float = setting(0.5, "A learned class answers when its calibrated score (2 * cosine - 1, "

@@ -138,7 +138,8 @@ class Daemon:
         workers = max(worker_count(config.model, "cpu"), worker_count(config.model, "edgetpu"))
         if config.learn.enabled:
             self.learning = Learning(config.learn, workers, self.control.put,
-                                     limits=ImageLimits(config.source.max_pixels, config.source.max_bytes))
+                                     limits=ImageLimits(config.source.max_pixels, config.source.max_bytes),
+                                     model=config.model)
             stack.callback(self.learning.close)
         self.capture = self._open_capture(config)
         self.pipeline = Pipeline(self.capture, self._models, self._emit, max_frames=self.max_frames,
