@@ -131,8 +131,9 @@ class SourceConfig:
     max_bytes: int = setting(16 * 1024 * 1024, "Largest encoded image (an mqtt payload, an image file, a learn "
                              "image) in bytes; larger ones are refused and counted.", minimum=1024,
                              maximum=1024 * 1024 * 1024)
-    reduced_decode: bool = setting(False, "mqtt: decode a JPEG at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling) "
-                                   "when both sides stay at least the model input; several times faster on a "
+    reduced_decode: bool = setting(False, "mqtt and http(s) MJPEG: decode a JPEG at 1/2, 1/4 or 1/8 scale "
+                                   "(libjpeg's DCT scaling) when both sides stay at least the model input (MJPEG: "
+                                   "read part by part, each with a Content-Length); several times faster on a "
                                    "1080p image, but scores move (see README); off: the reference whole decode. "
                                    "Not with rotate, flip or roi, nor model.resize other than stretch.")
 

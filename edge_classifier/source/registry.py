@@ -20,6 +20,7 @@ from edge_classifier.preprocess.decode import ImageLimits
 from edge_classifier.source.auto import AutoSource
 from edge_classifier.source.base import Source
 from edge_classifier.source.images import ImageSource
+from edge_classifier.source.mjpeg import MjpegSource
 from edge_classifier.source.mqtt import MqttSource
 from edge_classifier.source.opencv import OpenCVSource, parse_uri
 from edge_classifier.source.picamera2 import Picamera2Source
@@ -73,6 +74,11 @@ def _picamera2(config: SourceConfig, mqtt: MqttConfig, input_size: tuple[int, in
 
 
 def _opencv(config: SourceConfig, mqtt: MqttConfig, input_size: tuple[int, int] | None) -> Source:
+    if config.reduced_decode and config.uri.strip().lower().startswith(("http://", "https://")):
+        # Each JPEG part through the bounded, reduced decode (FFmpeg decodes every frame whole).
+        return MjpegSource(config.uri.strip(), name=source_name(config), read_timeout=config.stall_timeout,
+                           limits=ImageLimits(config.max_pixels, config.max_bytes),
+                           reduce_to=_lores_size(config, input_size))
     return OpenCVSource(config.uri, name=source_name(config), loop=config.loop, width=config.width,
                         height=config.height, fps=config.fps, read_timeout=config.stall_timeout)
 
