@@ -128,7 +128,8 @@ class Learning:
             raw = engine.embedding()
             if raw is not None:
                 return embedder.vector(raw)
-        self.second_invokes += 1
+        with self._lock:  # worker threads; only on this slow path, never with the one invoke
+            self.second_invokes += 1
         return embedder.embed(frame.image, frame.rgb)
 
     def describe(self) -> dict[str, Any]:

@@ -218,7 +218,9 @@ def _with_embedding(chosen: ModelFile) -> tuple[bytes | None, str | None]:
     try:
         return _rewritten(str(chosen.path), chosen.sha256), None
     except ModelError as exc:
-        log.warning("%s", exc)
+        # Not an error by itself: the model classifies as it is; the caller decides (the
+        # learning embedder raises it with what to do, the daemon's engines make do without).
+        log.info("%s", exc)
         return None, str(exc)
     except OSError as exc:
         raise ModelError(f"{chosen.path}: cannot read the model: {exc.strerror or exc}") from exc
