@@ -11,11 +11,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from support.testdata import REPO, image
+from support.testdata import REPO, V1_025, V2, image, model
 from support.variants import CLASSES, EXTRACTOR, variants
 
 from edge_classifier.config.loader import parse_config
-from edge_classifier.errors import InputMissingError, LearnError
+from edge_classifier.config.schema import LearnConfig, ModelConfig
+from edge_classifier.errors import InputMissingError, LearnError, ModelError
 from edge_classifier.learn import (
     Embedder,
     ExtractorId,
@@ -23,6 +24,7 @@ from edge_classifier.learn import (
     export_head,
     import_head,
     load_head,
+    open_embedder,
     read_head,
     save_head,
 )
@@ -36,7 +38,7 @@ def embedder():
 
 @pytest.fixture(scope="module")
 def extractor(embedder) -> ExtractorId:
-    return ExtractorId.of(embedder.info)
+    return ExtractorId.of(embedder.info, embedder.size)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +70,9 @@ def test_embeddings_are_normalised_and_rgb_flag_matches(embedder):
     assert np.allclose(embedder.embed(bgr[:, :, ::-1].copy(), rgb=True), vector)
 
 
-def test_held_out_variants_classified_and_unrelated_unknown(head, held_out, embedder):
+def check_held_out(head: LearnedHead, held_out: dict[str, list[np.ndarray]], embedder: Embedder) -> float:
+    """At least 90% of the held-out variants top-1, unrelated pictures under the threshold with
+    a margin; returns the top-1 rate."""
     total = correct = 0
     worst_own = 1.0
     for label, embeddings in held_out.items():
@@ -89,6 +93,61 @@ def test_held_out_variants_classified_and_unrelated_unknown(head, held_out, embe
         embedding = embedder.embed(picture)
         assert head.best(embedding) is None, (name, head.score(embedding))
         assert head.score(embedding)[0][1] < head.threshold - 0.2 < worst_own, name
+    return correct / total
+
+
+def test_held_out_variants_classified_and_unrelated_unknown(head, held_out, embedder):
+    assert check_held_out(head, held_out, embedder) == 1.0  # 36/36 with the extractor
+
+
+@pytest.mark.parametrize("name", [V2, V1_025])
+def test_held_out_with_the_models_own_penultimate_layer(name):
+    # learn.extractor = "model": the same examples and held-out variants, embedded by the
+    # classifier's penultimate tensor (one invoke gives it with the scores).
+    with Embedder.open(model(name), from_model=True) as own:
+        assert own.from_model and own.size == {V2: 1280, V1_025: 256}[name]
+        examples = {label: [own.embed(v) for v in variants(label, 5, np.random.default_rng(1234))]
+                    for label in CLASSES}
+        held_out = {label: [own.embed(v) for v in variants(label, 12, np.random.default_rng(98765))]
+                    for label in CLASSES}
+        learned = LearnedHead(own.size)
+        for label, embeddings in examples.items():
+            learned = learned.with_examples(label, embeddings)
+        assert check_held_out(learned, held_out, own) == 1.0  # as with the extractor
+
+
+def test_a_head_from_the_extractor_is_refused_by_the_model_with_what_to_do(tmp_path, head, extractor):
+    path = tmp_path / "head.json"
+    save_head(path, head, extractor)
+    with Embedder.open(model(V2), from_model=True) as own:
+        made_by_model = ExtractorId.of(own.info, own.size)
+    with pytest.raises(LearnError, match=r"1024 values from mobilenet_v1_1.0_224_quant_embedding_extractor, "
+                                         r"but mobilenet_v2_1.0_224_quant makes 1280; .*learn.extractor set "
+                                         r"back to what made them"):
+        load_head(path, made_by_model)
+    assert len(load_head(path, extractor)) == len(head)  # with the extractor configured, it works as before
+
+
+def test_the_model_source_refuses_what_has_no_penultimate_layer():
+    with pytest.raises(ModelError, match=r"learn.extractor = 'model': .*embedding_extractor.tflite: cannot expose "
+                                         r"its penultimate layer.*set learn.extractor to an embedding extractor"):
+        Embedder.open(EXTRACTOR, from_model=True)
+
+
+def test_an_extractor_with_an_edgetpu_twin_falls_back_to_the_cpu_through_the_real_delegate(tmp_path):
+    # The _edgetpu twin beside the extractor is tried first; libedgetpu is not installed here,
+    # so load_delegate raises the real OSError and the CPU file runs (both links, not copies).
+    (tmp_path / EXTRACTOR.name).symlink_to(EXTRACTOR)
+    twin = tmp_path / EXTRACTOR.name.replace(".tflite", "_edgetpu.tflite")
+    twin.symlink_to(model(V1_025).with_name(f"{V1_025}_edgetpu.tflite"))
+    learn = LearnConfig(extractor=str(tmp_path / EXTRACTOR.name))
+    with open_embedder(learn, ModelConfig(accelerator="auto")) as embedder:
+        assert embedder.info.accelerator == "cpu" and not embedder.from_model
+        assert embedder.info.path == tmp_path / EXTRACTOR.name
+        assert embedder.info.fallback is not None and "libedgetpu" in embedder.info.fallback
+        assert embedder.size == 1024
+    with open_embedder(learn, ModelConfig(accelerator="cpu")) as embedder:
+        assert embedder.info.fallback is None  # not even tried
 
 
 def test_scores_sorted_and_calibrated(head, held_out):
@@ -200,7 +259,10 @@ def test_missing_file_is_input_missing(tmp_path):
 
 def test_config_resolves_learn_paths_like_model_path(tmp_path):
     config = parse_config({"model": {"dir": "store"}, "learn": {"head": "sub/h.json"}}, base_dir=tmp_path)
-    assert config.learn.extractor == str(tmp_path / "store" / "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite")
+    assert config.learn.extractor == "model"  # the default: the classifier's own penultimate layer
+    named = parse_config({"model": {"dir": "store"}, "learn": {"extractor": "x_embedding_extractor.tflite"}},
+                         base_dir=tmp_path)
+    assert named.learn.extractor == str(tmp_path / "store" / "x_embedding_extractor.tflite")
     assert config.learn.head == str(tmp_path / "sub" / "h.json")
     assert config.learn.enabled is False and config.learn.threshold == 0.5
 

@@ -37,15 +37,16 @@ alone = true
 """
 
 
-def learn_config(tmp_path, port: int, sources: str, extra: str = ""):
+def learn_config(tmp_path, port: int, sources: str, extra: str = "", extractor: object = EXTRACTOR):
     return daemon_config(tmp_path / "config.toml", device="learnpi", port=port,
                          model=model("mobilenet_v1_0.25_128_quant"), sources=sources,
-                         extra=extra + LEARN.format(extractor=EXTRACTOR, head=tmp_path / "learned_head.json"))
+                         extra=extra + LEARN.format(extractor=extractor, head=tmp_path / "learned_head.json"))
 
 
-@pytest.fixture
-def config(tmp_path, broker):
-    return learn_config(tmp_path, broker.port, '[source]\nkind = "mqtt"\nuri = "cams/+/image"')
+@pytest.fixture(params=["model", str(EXTRACTOR)], ids=["from the model", "extractor file"])
+def config(request, tmp_path, broker):
+    return learn_config(tmp_path, broker.port, '[source]\nkind = "mqtt"\nuri = "cams/+/image"',
+                        extractor=request.param)
 
 
 def online(probe: Probe) -> None:
@@ -83,6 +84,10 @@ def test_teach_three_classes_classify_held_out_and_unknown_then_restart(config, 
         probe.subscribe(f"{PREFIX}/status", f"{PREFIX}/result")
         with DaemonProcess("-c", str(config)) as daemon:
             online(probe)
+            from_model = 'extractor = "model"' in config.read_text()
+            daemon.wait_for_log(r"embeddings from the model's own invoke \(mobilenet_v1_0.25_128_quant, 256 values"
+                                if from_model else r"embeddings from a second invoke of "
+                                                   r"\(mobilenet_v1_1.0_224_quant_embedding_extractor, 1024 values")
             for label in ("cat", "bird"):  # examples sent in the command
                 images = [base64.b64encode(jpeg(p)).decode() for p in teach[label]]
                 reply = command(probe, "learn", {"label": label, "images": images})
@@ -104,6 +109,10 @@ def test_teach_three_classes_classify_held_out_and_unknown_then_restart(config, 
             accuracy = right / total
             print(f"\nheld-out top-1 {right}/{total} = {accuracy:.0%}")
             assert accuracy >= 0.9
+            # From the model, every frame's embedding came from the invoke that classified it.
+            embeddings = command(probe, "classes", {})["embeddings"]
+            assert embeddings["from"] == ("model" if from_model else "extractor")
+            assert embeddings["second_invokes"] == (0 if from_model else 5 + total), embeddings
             gradient = np.tile(np.linspace(0, 255, 320, dtype=np.uint8), (240, 1))
             unrelated = cv2.merge([gradient, gradient[::-1], np.full_like(gradient, 90)])
             assert classify(probe, unrelated)["top"][0]["label"] == "unknown"

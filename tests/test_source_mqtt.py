@@ -74,6 +74,30 @@ def test_configured_name_wins_over_topic(broker: MosquittoBroker) -> None:
     assert frame is not None and frame.source == "doorbell"
 
 
+def test_reduced_decode_delivers_jpegs_near_the_model_input(broker: MosquittoBroker) -> None:
+    big = cv2.imencode(".jpg", np.full((1080, 1920, 3), 90, np.uint8))[1].tobytes()
+    small_png = cv2.imencode(".png", np.full((1080, 1920, 3), 40, np.uint8))[1].tobytes()
+    shapes = {}
+    for reduced, roi in ((True, ()), (False, ()), (True, (0, 0, 800, 600))):
+        config = SourceConfig(kind="mqtt", uri="snap/#", name="cam", reduced_decode=reduced, roi=roi)
+        source = open_source(config, MqttConfig(host=broker.host, port=broker.port), input_size=(224, 224))
+        source.open()
+        try:
+            with Probe(broker.host, broker.port) as probe:
+                probe.publish("snap/x", big, qos=1)
+                jpeg_frame = source.read()
+                probe.publish("snap/x", small_png, qos=1)
+                png_frame = source.read()
+        finally:
+            source.close()
+        assert jpeg_frame is not None and png_frame is not None
+        assert png_frame.image.shape == (1080, 1920, 3)  # only JPEG has the DCT scaling
+        shapes[reduced, roi] = jpeg_frame.image.shape
+    assert shapes[True, ()] == (270, 480, 3)  # 1/4: 1/8 would be under 224
+    assert shapes[False, ()] == (1080, 1920, 3)
+    assert shapes[True, (0, 0, 800, 600)] == (1080, 1920, 3)  # a roi names full-size pixels
+
+
 def test_full_queue_drops_the_oldest(broker: MosquittoBroker) -> None:
     source = MqttSource("burst", host=broker.host, port=broker.port, client_id="burst-src", capacity=2)
     source.open()

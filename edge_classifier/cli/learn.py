@@ -18,7 +18,6 @@ from edge_classifier.cli.common import add_config_option, config_from_args
 from edge_classifier.config.schema import LearnConfig
 from edge_classifier.errors import EdgeClassifierError, LearnError, UsageError
 from edge_classifier.learn import (
-    Embedder,
     ExtractorId,
     LearnedHead,
     check_label,
@@ -26,6 +25,7 @@ from edge_classifier.learn import (
     import_head,
     load_or_empty,
     locked,
+    open_embedder,
     read_head,
     save_head,
 )
@@ -78,8 +78,8 @@ def run_add(args: argparse.Namespace) -> int:
         if isinstance(item, EdgeClassifierError):
             raise item
         paths.append(item)
-    with Embedder.open(learn.extractor) as embedder:
-        extractor = ExtractorId.of(embedder.info)
+    with open_embedder(learn, config.model) as embedder:
+        extractor = ExtractorId.of(embedder.info, embedder.size)
         # One image decoded at a time; all embedded before anything is learned.
         embeddings = [embedder.embed(read_image(path, limits)) for path in paths]
     head_path = Path(learn.head)
@@ -127,9 +127,10 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    learn = _learn_config(args)
-    with Embedder.open(learn.extractor) as embedder:
-        extractor = ExtractorId.of(embedder.info)
+    config = config_from_args(args)
+    learn = config.learn
+    with open_embedder(learn, config.model) as embedder:
+        extractor = ExtractorId.of(embedder.info, embedder.size)
     head = import_head(Path(args.file), Path(learn.head), extractor, replace=args.replace,
                        threshold=learn.threshold, max_examples=learn.max_examples)
     _print({"imported": args.file, "replace": args.replace, "classes": dict(head.classes())})

@@ -213,7 +213,8 @@ def _finish(config: Config, base_dir: Path) -> Config:
     )
     learn = dataclasses.replace(
         config.learn,
-        extractor=_in_store(config.learn.extractor, store, base_dir),
+        extractor=config.learn.extractor if config.learn.extractor == "model" else
+        _in_store(config.learn.extractor, store, base_dir),
         head=_in_store(config.learn.head, store, base_dir),
     )
     web = config.web

@@ -131,6 +131,11 @@ class SourceConfig:
     max_bytes: int = setting(16 * 1024 * 1024, "Largest encoded image (an mqtt payload, an image file, a learn "
                              "image) in bytes; larger ones are refused and counted.", minimum=1024,
                              maximum=1024 * 1024 * 1024)
+    reduced_decode: bool = setting(False, "mqtt and http(s) MJPEG: decode a JPEG at 1/2, 1/4 or 1/8 scale "
+                                   "(libjpeg's DCT scaling) when both sides stay at least the model input (MJPEG: "
+                                   "read part by part, each with a Content-Length); several times faster on a "
+                                   "1080p image, but scores move (see README); off: the reference whole decode. "
+                                   "Not with rotate, flip or roi, nor model.resize other than stretch.")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -263,9 +268,10 @@ class HomeAssistantConfig:
 class LearnConfig:
     enabled: bool = setting(False, "Answer with the classes taught on the device (`edge-classifier learn`) "
                             "before the model's own labels.")
-    extractor: str = setting("mobilenet_v1_1.0_224_quant_embedding_extractor.tflite",
-                             "The embedding extractor model: a path, or a file name inside model.dir.",
-                             check=_not_empty)
+    extractor: str = setting("model", "Where embeddings come from: 'model', the classifier's own penultimate "
+                             "layer (one invoke a frame; the head belongs to that model), or an embedding "
+                             "extractor model: a path, or a file name inside model.dir (a second invoke a frame; "
+                             "its _edgetpu twin runs on the Edge TPU).", check=_not_empty)
     head: str = setting("learned_head.json", "The learned classes file: a path, or a file name inside model.dir.",
                         check=_not_empty)
     threshold: float = setting(0.5, "A learned class answers when its calibrated score (2 * cosine - 1, "

@@ -190,7 +190,8 @@ class CommandHandler:
         _no_arguments(arguments)
         learning = self._learning()
         head = learning.head
-        return {"classes": dict(head.classes()), "threshold": head.threshold, "file": str(learning.path)}
+        return {"classes": dict(head.classes()), "threshold": head.threshold, "file": str(learning.path),
+                "embeddings": learning.describe()}
 
     def model(self, arguments: dict[str, Any], request: Request | None = None) -> None:
         """``{"name": FILE}`` (a model in the store) or ``{"url": URL, "sha256": HEX}``."""

@@ -154,7 +154,8 @@ class Daemon:
         workers = max(worker_count(config.model, "cpu"), worker_count(config.model, "edgetpu"))
         if config.learn.enabled:
             self.learning = Learning(config.learn, workers, self.control.put,
-                                     limits=ImageLimits(config.source.max_pixels, config.source.max_bytes))
+                                     limits=ImageLimits(config.source.max_pixels, config.source.max_bytes),
+                                     model=config.model)
             stack.callback(self.learning.close)
             self.teaching = Teaching(self.learning, self.channel.reply_to, self.publish_event)
         self.capture = self._open_capture(config)

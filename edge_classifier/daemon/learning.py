@@ -1,8 +1,13 @@
 """Learned classes in the running daemon: answer with them, teach and forget them over MQTT.
 
-Each pipeline worker has its own embedder (the extractor's interpreter); after the model,
-``annotate`` embeds the frame and asks the current head (one attribute: swapped whole, so a
-frame sees one head) for the closest learned class. A match answers first, the model's
+With ``learn.extractor = "model"`` (the default) the embedding of a frame is the model's own
+penultimate tensor, given by the same invoke as the scores (``Engine.embedding``): learned
+classes cost a matrix-vector product, not a second invoke. Each pipeline worker also has its
+own embedder, used when the frame's engine cannot give that embedding (an engine in a
+supervised worker process, the Edge TPU, a model swapped in since startup: its penultimate
+layer is not the one the head was learned with), and always with an extractor file. After
+the model, ``annotate`` asks the current head (one attribute: swapped whole, so a frame sees
+one head) for the closest learned class. A match answers first, the model's
 labels follow; with ``learn.alone`` only the learned class is reported, or ``unknown``.
 
 Teaching: examples come as images in the command, or as the next N frames (collected by
@@ -30,10 +35,11 @@ from typing import Any
 
 import numpy as np
 
-from edge_classifier.config.schema import LearnConfig
+from edge_classifier.config.schema import LearnConfig, ModelConfig
 from edge_classifier.control.requests import Request
+from edge_classifier.engine.interpreter import Engine, EngineLike
 from edge_classifier.errors import EdgeClassifierError, LearnError, shown
-from edge_classifier.learn import Embedder, ExtractorId, LearnedHead, load_or_empty, locked, save_head
+from edge_classifier.learn import Embedder, ExtractorId, LearnedHead, load_or_empty, locked, open_embedder, save_head
 from edge_classifier.preprocess.decode import ImageLimits, ImageRejected, decode_image
 from edge_classifier.results import Classification, Prediction
 from edge_classifier.source.base import Frame
@@ -67,7 +73,7 @@ class _Collect:
 
 class Learning:
     def __init__(self, config: LearnConfig, workers: int, deliver: Callable[[Any], None],
-                 limits: ImageLimits | None = None) -> None:
+                 limits: ImageLimits | None = None, model: ModelConfig | None = None) -> None:
         self.config = config
         self.limits = limits or ImageLimits()
         self.images_rejected = 0  # images in learn commands that were refused (any reason)
@@ -78,22 +84,28 @@ class Learning:
         self._embedders: list[Embedder] = []
         try:
             for _ in range(workers + 1):  # one per worker, one for the main thread (images in commands)
-                self._embedders.append(Embedder.open(config.extractor))
+                self._embedders.append(open_embedder(config, model or ModelConfig()))
         except BaseException:
             self.close()
             raise
-        self.extractor = ExtractorId.of(self._embedders[0].info)
+        first = self._embedders[0]
+        self.extractor = ExtractorId.of(first.info, first.size)
+        self._from_model = first.from_model
+        self.second_invokes = 0  # frames embedded with a second invoke (their engine gave no embedding)
         self.head = self._load()
         self._stamp = self._file_stamp()
         self._checked = 0.0
         self._collect: _Collect | None = None
         self._lock = threading.Lock()
-        log.info("learned classes: %d from %s", len(self.head), self.path)
+        source = "the model's own invoke" if self._from_model else "a second invoke of"
+        log.info("learned classes: %d from %s; embeddings from %s (%s, %d values, on %s)", len(self.head), self.path,
+                 source, first.info.name, first.size, first.info.accelerator)
 
     # --- worker threads -------------------------------------------------------------------
 
-    def annotate(self, worker: int, frame: Frame, classification: Classification) -> Classification:
-        embedding = self._embedders[worker + 1].embed(frame.image, frame.rgb)
+    def annotate(self, worker: int, frame: Frame, classification: Classification,
+                 engine: EngineLike | None = None) -> Classification:
+        embedding = self._embedding(worker, frame, engine)
         collect = self._collect
         if collect is not None and (collect.accept is None or collect.accept(frame.source)):
             self._collected(collect, embedding)
@@ -107,6 +119,23 @@ class Learning:
             scores = head.score(embedding) if len(head) else []
             top = (Prediction(None, "unknown", scores[0][1] if scores else 0.0, learned=True),)
         return dataclasses.replace(classification, top=top)
+
+    def _embedding(self, worker: int, frame: Frame, engine: EngineLike | None) -> np.ndarray:
+        """The frame's embedding: from the invoke that classified it when that engine runs the
+        model the head belongs to with its penultimate tensor exposed, else a second invoke."""
+        embedder = self._embedders[worker + 1]
+        if self._from_model and isinstance(engine, Engine) and engine.info.sha256 == self.extractor.sha256:
+            raw = engine.embedding()
+            if raw is not None:
+                return embedder.vector(raw)
+        with self._lock:  # worker threads; only on this slow path, never with the one invoke
+            self.second_invokes += 1
+        return embedder.embed(frame.image, frame.rgb)
+
+    def describe(self) -> dict[str, Any]:
+        """Where the embeddings come from, for the ``classes`` command."""
+        return {"from": "model" if self._from_model else "extractor", "name": self.extractor.name,
+                "size": self.extractor.size, "second_invokes": self.second_invokes}
 
     def _collected(self, collect: _Collect, embedding: np.ndarray) -> None:
         with self._lock:

@@ -21,7 +21,7 @@ from typing import Any
 from edge_classifier.config.schema import Config
 from edge_classifier.control.requests import Request
 from edge_classifier.daemon.accelerator import AcceleratorBack, AcceleratorSupervisor
-from edge_classifier.daemon.models import open_model_set, plan_model
+from edge_classifier.daemon.models import open_model_set, plan_model, wants_embedding
 from edge_classifier.daemon.pipeline import ModelSet, Outcome, Pipeline
 from edge_classifier.daemon.swap import Swapper, SwapReady, SwapRejected, SwapRequest
 from edge_classifier.engine.model import ModelFile
@@ -120,7 +120,8 @@ class ModelControl:
                     log.warning("the model swapped in last time (%s) is gone or changed: using model.path", candidate)
             except EdgeClassifierError as exc:
                 log.warning("the model swapped in last time cannot be used (%s): using model.path", exc)
-        plan = plan_model(model, path)
+        # Learned classes from the model: its engines give the embedding with the scores.
+        plan = plan_model(model, path, embedding=wants_embedding(self.config))
         check_signature(plan.requested, model.trusted_keys)  # with keys pinned, not even the start is unsigned
         return open_model_set(model, self.config.classify, plan=plan)
 

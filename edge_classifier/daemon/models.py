@@ -18,17 +18,18 @@ import os
 from pathlib import Path
 
 from edge_classifier.classifier import Classifier, resolve_labels
-from edge_classifier.config.schema import ClassifyConfig, ModelConfig
+from edge_classifier.config.schema import ClassifyConfig, Config, ModelConfig
 from edge_classifier.daemon.pipeline import ModelSet
 from edge_classifier.engine.edgetpu import library_problem
 from edge_classifier.engine.interpreter import Engine, EngineLike
 from edge_classifier.engine.model import ModelFile
 from edge_classifier.engine.worker import WorkerEngine
 from edge_classifier.errors import AcceleratorError, ConfigError
+from edge_classifier.learn.embedder import FROM_MODEL
 from edge_classifier.store.store import sidecar_labels
 
 __all__ = ["EngineSpec", "ModelPlan", "fallback_spec", "open_engines", "open_model_set", "plan_model",
-           "worker_count"]
+           "wants_embedding", "worker_count"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class EngineSpec:
     count: int
     isolated: bool
     timeout: float
+    embedding: bool = False  # in-process CPU engines expose the penultimate tensor (learned classes)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -65,8 +67,10 @@ def worker_count(model: ModelConfig, accelerator: str) -> int:
     return max(1, min(model.threads, os.cpu_count() or 1))
 
 
-def plan_model(model: ModelConfig, path: str | Path | None = None, labels: str | Path | None = None) -> ModelPlan:
-    """The TPU and CPU ways to run ``path`` (default ``model.path``) under ``model``'s settings."""
+def plan_model(model: ModelConfig, path: str | Path | None = None, labels: str | Path | None = None, *,
+               embedding: bool = False) -> ModelPlan:
+    """The TPU and CPU ways to run ``path`` (default ``model.path``) under ``model``'s settings;
+    with ``embedding``, CPU engines also give the penultimate tensor (``Engine.embedding``)."""
     requested = ModelFile.inspect(path or model.path)
     tpu_file = requested.path if requested.edgetpu else requested.edgetpu_twin
     tpu = None
@@ -83,7 +87,7 @@ def plan_model(model: ModelConfig, path: str | Path | None = None, labels: str |
     if model.accelerator != "edgetpu" and cpu_file is not None and cpu_file.is_file():
         count = worker_count(model, "cpu")
         cpu = EngineSpec(cpu_file, "cpu", ("",) * count, max(1, model.threads // count), count, model.isolate,
-                         model.invoke_timeout)
+                         model.invoke_timeout, embedding)
     if tpu is None and cpu is None:
         twin = cpu_file.name if cpu_file else "a CPU twin"
         raise AcceleratorError(f"{requested.path}: compiled for the Edge TPU and {twin} is not beside it; "
@@ -91,6 +95,11 @@ def plan_model(model: ModelConfig, path: str | Path | None = None, labels: str |
     if labels is None:
         labels = model.labels or sidecar_labels(requested.path)
     return ModelPlan(requested.path, tpu, cpu, Path(labels) if labels else None)
+
+
+def wants_embedding(config: Config) -> bool:
+    """Whether the model's engines should give the penultimate tensor: learned classes from the model."""
+    return config.learn.enabled and config.learn.extractor == FROM_MODEL
 
 
 def open_engines(spec: EngineSpec) -> list[EngineLike]:
@@ -103,7 +112,7 @@ def open_engines(spec: EngineSpec) -> list[EngineLike]:
                                                  threads=spec.threads, timeout=spec.timeout))
             else:
                 engines.append(Engine.open(spec.path, accelerator=spec.accelerator, device=device,
-                                           threads=spec.threads))
+                                           threads=spec.threads, embedding=spec.embedding))
     except BaseException:
         for engine in engines:
             engine.close()

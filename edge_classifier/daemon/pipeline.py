@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from edge_classifier.classifier import Classifier
-from edge_classifier.engine.interpreter import ModelInfo
+from edge_classifier.engine.interpreter import EngineLike, ModelInfo
 from edge_classifier.errors import AcceleratorFailed
 from edge_classifier.postprocess.smoothing import ScoreWindow
 from edge_classifier.results import Classification
@@ -144,7 +144,9 @@ class _Reorder:
 FailureHandler = Callable[[ModelSet, Exception], "ModelSet | None"]
 # After the model: (worker index, frame, classification) -> the classification to report
 # (the learned classes' stage). Runs in the worker thread.
-PostStage = Callable[[int, Frame, Classification], Classification]
+# (worker, frame, its classification, the engine that classified it: its last invoke's
+# other outputs, such as the penultimate tensor learned classes use)
+PostStage = Callable[[int, Frame, Classification, EngineLike], Classification]
 
 
 class Pipeline:
@@ -327,7 +329,7 @@ class Pipeline:
         post = self.post
         if post is not None:
             try:
-                classification = post(worker, frame, classification)
+                classification = post(worker, frame, classification, classifier.engine)
             except Exception as exc:
                 self.failed += 1
                 log.exception("pipeline: the stage after the model failed on frame %d", frame.index)

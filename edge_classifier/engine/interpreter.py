@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import re
 import time
@@ -21,6 +22,7 @@ import numpy as np
 
 from edge_classifier.engine.edgetpu import AcceleratorUnavailable, load_edgetpu_delegate
 from edge_classifier.engine.model import ModelFile
+from edge_classifier.engine.penultimate import read_model, with_embedding
 from edge_classifier.engine.runtime import Runtime, load_runtime
 from edge_classifier.errors import AcceleratorError, ConfigError, CustomOpError, ModelError
 
@@ -75,14 +77,23 @@ class EngineLike(Protocol):
 
 
 class Engine:
-    """An allocated interpreter; ``invoke`` maps one input tensor to one raw output."""
+    """An allocated interpreter; ``invoke`` maps one input tensor to one raw output.
 
-    def __init__(self, interpreter: Any, info: ModelInfo, delegate: Any = None) -> None:
+    Opened with ``embedding``, a CPU model also yields its penultimate tensor from the same
+    invoke (``embedding()``, described by ``embedding_info``); on the Edge TPU, or for a model
+    whose last layers cannot be found, ``embedding_info`` is None."""
+
+    def __init__(self, interpreter: Any, info: ModelInfo, delegate: Any = None, embedding: bool = False) -> None:
         self._interpreter = interpreter
         self._delegate = delegate  # kept alive as long as the interpreter uses it
         self.info = info
         self._input_index = interpreter.get_input_details()[0]["index"]
-        self._output_index = interpreter.get_output_details()[0]["index"]
+        outputs = interpreter.get_output_details()
+        self._output_index = outputs[0]["index"]
+        exposed = embedding and len(outputs) > 1  # output 1 is the one with_embedding appended
+        self._embedding_index = outputs[1]["index"] if exposed else None
+        self.embedding_info = _tensor_info(outputs[1]) if exposed else None
+        self.embedding_refused: str | None = None  # why ``embedding`` was asked for and is not there
 
     @classmethod
     def open(
@@ -93,11 +104,13 @@ class Engine:
         device: str = "",
         threads: int = 1,
         runtime: Runtime | None = None,
+        embedding: bool = False,
     ) -> Engine:
         runtime = runtime or load_runtime()
         requested = ModelFile.inspect(path)
         chosen, delegate, fallback = _choose(requested, accelerator, device, runtime)
-        interpreter = _make_interpreter(runtime, chosen.path, threads, delegate)
+        content, refused = _with_embedding(chosen) if embedding and delegate is None else (None, None)
+        interpreter = _make_interpreter(runtime, chosen.path, threads, delegate, content)
         info = ModelInfo(
             name=chosen.name,
             path=chosen.path,
@@ -111,13 +124,24 @@ class Engine:
             threads=threads,
         )
         _check_shapes(info)
-        return cls(interpreter, info, delegate)
+        engine = cls(interpreter, info, delegate, embedding=content is not None)
+        if embedding and engine.embedding_info is None:
+            engine.embedding_refused = refused or f"{chosen.path}: runs on the Edge TPU, where its penultimate " \
+                                                  "layer is inside the compiled op"
+        return engine
 
     def invoke(self, tensor: np.ndarray) -> np.ndarray:
         """Run the model on one input tensor; returns a copy of the raw output."""
         self._interpreter.set_tensor(self._input_index, tensor)
         self._interpreter.invoke()
         return self._interpreter.get_tensor(self._output_index)
+
+    def embedding(self) -> np.ndarray | None:
+        """The raw penultimate tensor of the last ``invoke`` (a copy), None when not exposed."""
+        if self._embedding_index is None:
+            return None
+        result: np.ndarray = self._interpreter.get_tensor(self._embedding_index)
+        return result
 
     def timed_invoke(self, tensor: np.ndarray) -> tuple[np.ndarray, float]:
         """``invoke`` plus its duration in milliseconds."""
@@ -181,10 +205,32 @@ def _cpu_model(requested: ModelFile, cpu_path: Path | None, why: str) -> ModelFi
     return ModelFile.inspect(cpu_path)
 
 
-def _make_interpreter(runtime: Runtime, path: Path, threads: int, delegate: Any) -> Any:
-    delegates = [delegate] if delegate is not None else None
+@functools.lru_cache(maxsize=2)
+def _rewritten(path: str, sha256: str) -> bytes:
+    # One copy of the rewritten model per file, shared by every interpreter built from it
+    # (the runtime reads the buffer in place). Keyed by sha256: a replaced file is read again.
+    return with_embedding(read_model(Path(path)), path)[0]
+
+
+def _with_embedding(chosen: ModelFile) -> tuple[bytes | None, str | None]:
+    """(the CPU model's bytes with its penultimate tensor as output 1, None), or (None, why
+    not) when the model is not a plain classifier whose last layer can be found."""
     try:
-        interpreter = runtime.Interpreter(model_path=str(path), num_threads=threads, experimental_delegates=delegates)
+        return _rewritten(str(chosen.path), chosen.sha256), None
+    except ModelError as exc:
+        # Not an error by itself: the model classifies as it is; the caller decides (the
+        # learning embedder raises it with what to do, the daemon's engines make do without).
+        log.info("%s", exc)
+        return None, str(exc)
+    except OSError as exc:
+        raise ModelError(f"{chosen.path}: cannot read the model: {exc.strerror or exc}") from exc
+
+
+def _make_interpreter(runtime: Runtime, path: Path, threads: int, delegate: Any, content: bytes | None = None) -> Any:
+    delegates = [delegate] if delegate is not None else None
+    source = {"model_content": content} if content is not None else {"model_path": str(path)}
+    try:
+        interpreter = runtime.Interpreter(**source, num_threads=threads, experimental_delegates=delegates)
         interpreter.allocate_tensors()
     except ValueError as exc:
         raise ModelError(f"{path}: not a valid TFLite model ({_first_line(exc)})") from exc

@@ -4,12 +4,13 @@
                                                      --LearnedHead.with_examples()--> new head
                                                         --headfile.save_head()--> learned_head.json
 
-``embedder``: the extractor model (preprocessing as the classifier's, dequantized, L2-normalised);
+``embedder``: the classifier's penultimate tensor (one invoke) or an extractor model
+(preprocessing as the classifier's, dequantized, L2-normalised);
 ``head``: the learned classes as an immutable value, with the score calibration;
 ``headfile``: the versioned JSON file, its validation, atomic saves, export and import.
 """
 
-from edge_classifier.learn.embedder import Embedder, normalise, to_embedding
+from edge_classifier.learn.embedder import FROM_MODEL, Embedder, normalise, open_embedder, to_embedding
 from edge_classifier.learn.head import (
     DEFAULT_MAX_EXAMPLES,
     DEFAULT_THRESHOLD,
@@ -34,6 +35,7 @@ __all__ = [
     "DEFAULT_MAX_EXAMPLES",
     "DEFAULT_THRESHOLD",
     "FORMAT_VERSION",
+    "FROM_MODEL",
     "Embedder",
     "ExtractorId",
     "LearnedClass",
@@ -46,6 +48,7 @@ __all__ = [
     "load_or_empty",
     "locked",
     "normalise",
+    "open_embedder",
     "read_head",
     "save_head",
     "to_embedding",

@@ -1,5 +1,11 @@
-"""Image -> L2-normalised embedding, with an embedding-extractor model (the network of a
-classifier without its last layer, e.g. ``mobilenet_v1_1.0_224_quant_embedding_extractor``).
+"""Image -> L2-normalised embedding, from one of two places (``learn.extractor``):
+
+- ``"model"`` (the default): the classifier's own penultimate tensor, exposed as a second
+  output (``engine.penultimate``), so the daemon's one invoke per frame gives the scores
+  and the embedding alike; the embedder opens the model's CPU file that way;
+- a file: an embedding-extractor model (the network of a classifier without its last
+  layer, e.g. ``mobilenet_v1_1.0_224_quant_embedding_extractor``), a second invoke per
+  frame; on the Edge TPU its ``_edgetpu`` twin runs there when it is beside it.
 
 The image is prepared exactly as the classifier prepares it (``Classifier.prepare``):
 the whole frame stretched to the model input, bilinear, RGB, then the model's own input
@@ -14,10 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_classifier.engine.interpreter import Engine, EngineLike, ModelInfo
+from edge_classifier.config.schema import LearnConfig, ModelConfig
+from edge_classifier.engine.interpreter import Engine, ModelInfo, TensorInfo
+from edge_classifier.errors import ModelError
 from edge_classifier.preprocess.prepare import Preparer
 
-__all__ = ["Embedder", "normalise", "to_embedding"]
+__all__ = ["FROM_MODEL", "Embedder", "normalise", "open_embedder", "to_embedding"]
+
+FROM_MODEL = "model"  # learn.extractor: the classifier's penultimate tensor
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +54,11 @@ def to_embedding(raw: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
 class Embedder:
     """One extractor interpreter. Not thread-safe: one caller at a time."""
 
-    def __init__(self, engine: EngineLike, *, resize: str = "stretch", mean: float = 128.0, std: float = 128.0):
+    def __init__(self, engine: Engine, *, resize: str = "stretch", mean: float = 128.0, std: float = 128.0):
         self.engine = engine
         self.resize = resize
+        # From a classifier: its penultimate tensor (output 1); from an extractor: its output.
+        self.output: TensorInfo = engine.embedding_info or engine.info.output
         tensor = engine.info.input
         # The same preparation as the classifier's (stretch, RGB, the model's quantization).
         self._prepare = Preparer.for_tensor(tensor.shape, tensor.dtype, tensor.scale, tensor.zero_point,
@@ -54,11 +66,23 @@ class Embedder:
         self.input = self._prepare.spec
 
     @classmethod
-    def open(cls, path: str | Path, threads: int = 1) -> Embedder:
-        """The extractor at ``path`` on the CPU (InputMissingError / ModelError when unusable)."""
-        engine = Engine.open(path, accelerator="cpu", threads=threads)
-        log.debug("embedding extractor %s: %d values", engine.info.name, engine.info.classes)
-        return cls(engine)
+    def open(cls, path: str | Path, threads: int = 1, *, accelerator: str = "cpu", from_model: bool = False,
+             resize: str = "stretch", mean: float = 128.0, std: float = 128.0) -> Embedder:
+        """The extractor at ``path`` (``accelerator`` as for a model: ``auto`` runs its
+        ``_edgetpu`` twin on the TPU when it can), or with ``from_model`` the classifier at
+        ``path`` on the CPU with its penultimate tensor exposed. InputMissingError /
+        ModelError when unusable."""
+        if from_model:
+            engine = Engine.open(path, accelerator="cpu", threads=threads, embedding=True)
+            if engine.embedding_info is None:
+                engine.close()
+                raise ModelError(f"learn.extractor = 'model': {engine.embedding_refused}; set learn.extractor "
+                                 "to an embedding extractor model file instead")
+        else:
+            engine = Engine.open(path, accelerator=accelerator, threads=threads)
+        embedder = cls(engine, resize=resize, mean=mean, std=std)
+        log.debug("embeddings from %s on %s: %d values", engine.info.name, engine.info.accelerator, embedder.size)
+        return embedder
 
     @property
     def info(self) -> ModelInfo:
@@ -66,8 +90,18 @@ class Embedder:
 
     @property
     def size(self) -> int:
-        """The embedding's length (1024 for MobileNet v1 1.0)."""
-        return self.engine.info.classes
+        """The embedding's length (1024 for MobileNet v1 1.0's extractor, 1280 for MobileNet v2)."""
+        return int(np.prod(self.output.shape))
+
+    @property
+    def from_model(self) -> bool:
+        """True when the embeddings are a classifier's penultimate tensor."""
+        return self.engine.embedding_info is not None
+
+    def vector(self, raw: np.ndarray) -> np.ndarray:
+        """The normalised embedding from this embedder's raw output (or an engine's raw
+        penultimate tensor of the same model)."""
+        return to_embedding(raw, self.output.scale, self.output.zero_point)
 
     def prepare(self, image: np.ndarray, rgb: bool = False) -> np.ndarray:
         """The input tensor for an image of any size (BGR unless ``rgb``)."""
@@ -76,8 +110,11 @@ class Embedder:
     def embed(self, image: np.ndarray, rgb: bool = False) -> np.ndarray:
         """The L2-normalised float32 embedding of an image (BGR unless ``rgb``)."""
         raw = self.engine.invoke(self.prepare(image, rgb))
-        out = self.engine.info.output
-        return to_embedding(raw, out.scale, out.zero_point)
+        if self.from_model:
+            penultimate = self.engine.embedding()
+            assert penultimate is not None  # from_model: the engine exposes it
+            return self.vector(penultimate)
+        return self.vector(raw)
 
     def close(self) -> None:
         """Release the interpreter; safe to call twice."""
@@ -88,3 +125,13 @@ class Embedder:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def open_embedder(learn: LearnConfig, model: ModelConfig, threads: int = 1) -> Embedder:
+    """The embedder ``learn.extractor`` names: ``"model"`` -> the classifier ``model.path`` (its
+    CPU file, prepared as ``[model]`` says, as the classifier is), else the extractor file,
+    on the TPU (its ``_edgetpu`` twin) unless ``model.accelerator = "cpu"``."""
+    if learn.extractor == FROM_MODEL:
+        return Embedder.open(model.path, threads, from_model=True, resize=model.resize, mean=model.input_mean,
+                             std=model.input_std)
+    return Embedder.open(learn.extractor, threads, accelerator="cpu" if model.accelerator == "cpu" else "auto")

@@ -68,8 +68,10 @@ class ExtractorId:
     size: int  # embedding length
 
     @classmethod
-    def of(cls, info: ModelInfo) -> ExtractorId:
-        return cls(info.name, info.sha256, info.classes)
+    def of(cls, info: ModelInfo, size: int | None = None) -> ExtractorId:
+        """The model of ``info`` making ``size``-long embeddings (default: its output's length;
+        a classifier's penultimate tensor is shorter than its scores)."""
+        return cls(info.name, info.sha256, info.classes if size is None else size)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -108,13 +110,18 @@ def load_head(path: Path, extractor: ExtractorId, *, threshold: float = DEFAULT_
     """A head file made with ``extractor``; LearnError naming the file when it was not."""
     head, made_with = read_head(path, threshold=threshold, max_examples=max_examples)
     if made_with.size != extractor.size:
-        raise LearnError(f"{path}: embeddings of {made_with.size} values, but the extractor "
-                         f"{extractor.name} makes {extractor.size}")
+        raise LearnError(f"{path}: embeddings of {made_with.size} values from {made_with.name}, but "
+                         f"{extractor.name} makes {extractor.size}; {_what_to_do(made_with)}")
     if made_with.sha256 != extractor.sha256:
         raise LearnError(f"{path}: learned with the extractor {made_with.name} (sha256 {made_with.sha256[:12]}…), "
                          f"not the configured {extractor.name} (sha256 {extractor.sha256[:12]}…); "
-                         "its classes must be taught again")
+                         f"{_what_to_do(made_with)}")
     return head
+
+
+def _what_to_do(made_with: ExtractorId) -> str:
+    return (f"its classes must be taught again, or learn.extractor set back to what made them "
+            f"({made_with.name}: its .tflite file, or 'model' when it is the classifier itself)")
 
 
 def load_or_empty(path: Path, extractor: ExtractorId, *, threshold: float = DEFAULT_THRESHOLD,

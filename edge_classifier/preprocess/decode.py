@@ -9,7 +9,11 @@ in a ``learn`` command, ``edge-classifier classify`` and ``learn add``) calls
   PNM are decoded: an image nobody can size is an image nobody can bound);
 - a header that declares more than ``max_pixels`` (a 109 KB PNG can declare 30000x30000).
 
-so memory stays bounded by the limits whatever arrives. As a second line, OpenCV's own
+so memory stays bounded by the limits whatever arrives. With ``reduce_to`` (the model's
+input size; the ``mqtt`` source with ``source.reduced_decode``), a JPEG is decoded at 1/2,
+1/4 or 1/8 scale by libjpeg's DCT scaling (``IMREAD_REDUCED_COLOR_N``): the largest
+reduction that keeps both sides at least the model input's larger side, read from the
+header before decoding (:func:`jpeg_reduction`); every other format is decoded whole. As a second line, OpenCV's own
 ceiling (``OPENCV_IO_MAX_IMAGE_PIXELS``, read when cv2 loads) is set to the highest limit
 the configuration allows, in ``edge_classifier/__init__``. Each refusal is an
 :class:`ImageRejected` with a short ``reason`` to count by; :class:`RejectLog` turns a flood
@@ -30,11 +34,12 @@ from edge_classifier.errors import ImageError
 from edge_classifier.preprocess.header import ImageHeader, image_header
 
 __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS", "HARD_MAX_PIXELS", "ImageLimits", "ImageRejected",
-           "RejectLog", "decode_image"]
+           "RejectLog", "decode_image", "jpeg_reduction"]
 
 DEFAULT_MAX_PIXELS = 40_000_000  # 40 MP: any camera a Pi meets; 120 MB decoded
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024  # a 40 MP JPEG at high quality is about 12 MB
 HARD_MAX_PIXELS = 250_000_000  # the most the configuration accepts (and OpenCV's own ceiling)
+_REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -57,10 +62,25 @@ class ImageRejected(ImageError):
         self.reason = reason
 
 
+def jpeg_reduction(header: ImageHeader, target: tuple[int, int] | None) -> tuple[int, int]:
+    """(factor, imread flag) for decoding the image of ``header`` for a ``target`` (width, height)
+    model input: the largest of 8, 4, 2 that keeps both decoded sides >= the target's larger
+    side (so EXIF rotation and non-square inputs are covered too), else (1, IMREAD_COLOR).
+    Only JPEG has the DCT scaling; other formats are always (1, IMREAD_COLOR)."""
+    if target is not None and header.format == "jpeg":
+        side = max(target)
+        for factor, flag in _REDUCED:
+            # libjpeg's scaled size is ceil(side / factor); floor is the safe side of it.
+            if header.width // factor >= side and header.height // factor >= side:
+                return factor, flag
+    return 1, cv2.IMREAD_COLOR
+
+
 def decode_image(data: bytes | bytearray | memoryview | np.ndarray, limits: ImageLimits, *,
-                 what: str = "image") -> np.ndarray:
+                 what: str = "image", reduce_to: tuple[int, int] | None = None) -> np.ndarray:
     """A BGR uint8 image from encoded bytes, within ``limits``; ImageRejected naming ``what``
-    and the reason otherwise (nothing is allocated for a refused image)."""
+    and the reason otherwise (nothing is allocated for a refused image). ``reduce_to``: the
+    model input (width, height) a JPEG may be decoded down to (see :func:`jpeg_reduction`)."""
     buffer = data if isinstance(data, np.ndarray) else np.frombuffer(data, np.uint8)
     size = int(buffer.size)
     if size == 0:
@@ -72,8 +92,9 @@ def decode_image(data: bytes | bytearray | memoryview | np.ndarray, limits: Imag
         raise ImageRejected(f"{what}: not a readable image (not a JPEG, PNG, WebP, BMP, TIFF or PNM with a "
                             f"readable header; {size} bytes)", "unknown format")
     _check_pixels(header, limits, what)
+    _, flag = jpeg_reduction(header, reduce_to)
     try:
-        image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+        image = cv2.imdecode(buffer, flag)
     except cv2.error as exc:
         raise ImageRejected(f"{what}: not a readable image ({header.format} that cannot be decoded: "
                             f"{exc.msg or exc})", "undecodable") from exc

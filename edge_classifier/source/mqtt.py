@@ -53,9 +53,11 @@ class MqttSource:
 
     def __init__(self, topic: str, *, host: str, port: int, client_id: str, name: str = "",
                  protocol: str = "5", keepalive: int = 30, qos: int = 0, capacity: int = 8, max_topics: int = 64,
-                 connect_timeout: float = 5.0, poll: float = 1.0, limits: ImageLimits | None = None) -> None:
+                 connect_timeout: float = 5.0, poll: float = 1.0, limits: ImageLimits | None = None,
+                 reduce_to: tuple[int, int] | None = None) -> None:
         """``name`` empty: each frame's ``source`` is the topic its image arrived on.
-        ``capacity``: images kept per topic until read (the newest win)."""
+        ``capacity``: images kept per topic until read (the newest win). ``reduce_to``: the
+        model input (width, height) JPEGs may be decoded down to (``source.reduced_decode``)."""
         if not topic:
             raise ValueError("Invalid topic filter: ''")
         self.topic = topic
@@ -70,6 +72,7 @@ class MqttSource:
         self.connect_timeout = connect_timeout
         self.poll = poll
         self.limits = limits or ImageLimits()
+        self.reduce_to = reduce_to
         self.rejects = RejectLog(log, "mqtt source")
         """Payloads refused (empty, too large, not an image, too many pixels), by reason."""
         self.tally = Tally(max_topics)
@@ -201,7 +204,8 @@ class MqttSource:
                 if item.oversized:
                     raise ImageRejected(f"payload on {item.topic}: {item.oversized} bytes, over the limit of "
                                         f"{self.limits.max_bytes} bytes (source.max_bytes)", "too many bytes")
-                image = decode_image(item.payload, self.limits, what=f"payload on {item.topic}")
+                image = decode_image(item.payload, self.limits, what=f"payload on {item.topic}",
+                                     reduce_to=self.reduce_to)
             except ImageRejected as exc:
                 self.rejects.rejected(exc)
                 self.tally.count(self._frame_name or item.topic, "rejected")

@@ -20,6 +20,7 @@ from edge_classifier.preprocess.decode import ImageLimits
 from edge_classifier.source.auto import AutoSource
 from edge_classifier.source.base import Source
 from edge_classifier.source.images import ImageSource
+from edge_classifier.source.mjpeg import MjpegSource
 from edge_classifier.source.mqtt import MqttSource
 from edge_classifier.source.opencv import OpenCVSource, parse_uri
 from edge_classifier.source.picamera2 import Picamera2Source
@@ -51,7 +52,8 @@ def source_name(config: SourceConfig) -> str:
 
 
 def _lores_size(config: SourceConfig, input_size: tuple[int, int] | None) -> tuple[int, int] | None:
-    """The model-size lores stream, unless a transform has to see the full frame first."""
+    """The model input size a source may deliver frames at (the Pi camera's lores stream, a
+    reduced JPEG decode), unless a transform has to see the full frame first."""
     if input_size is None or config.rotate or config.flip != "none" or config.roi:
         return None
     return input_size
@@ -72,6 +74,11 @@ def _picamera2(config: SourceConfig, mqtt: MqttConfig, input_size: tuple[int, in
 
 
 def _opencv(config: SourceConfig, mqtt: MqttConfig, input_size: tuple[int, int] | None) -> Source:
+    if config.reduced_decode and config.uri.strip().lower().startswith(("http://", "https://")):
+        # Each JPEG part through the bounded, reduced decode (FFmpeg decodes every frame whole).
+        return MjpegSource(config.uri.strip(), name=source_name(config), read_timeout=config.stall_timeout,
+                           limits=ImageLimits(config.max_pixels, config.max_bytes),
+                           reduce_to=_lores_size(config, input_size))
     return OpenCVSource(config.uri, name=source_name(config), loop=config.loop, width=config.width,
                         height=config.height, fps=config.fps, read_timeout=config.stall_timeout)
 
@@ -89,7 +96,8 @@ def _mqtt(config: SourceConfig, mqtt: MqttConfig, input_size: tuple[int, int] | 
     client_id = mqtt.client_id or f"edge-classifier-{socket.gethostname()}"
     return MqttSource(config.uri, host=mqtt.host, port=mqtt.port, client_id=f"{client_id}-source",
                       name=config.name, protocol=mqtt.protocol, keepalive=mqtt.keepalive,
-                      limits=ImageLimits(config.max_pixels, config.max_bytes))
+                      limits=ImageLimits(config.max_pixels, config.max_bytes),
+                      reduce_to=_lores_size(config, input_size) if config.reduced_decode else None)
 
 
 FACTORIES: dict[str, Factory] = {
