@@ -140,8 +140,10 @@ class Daemon:
             self.learning = Learning(config.learn, workers, self.control.put,
                                      limits=ImageLimits(config.source.max_pixels, config.source.max_bytes))
             stack.callback(self.learning.close)
+        sets = self.modelctl.open_sets(self._models)  # [model] and the models [[sources]] name
+        stack.callback(lambda: (self.pipeline.sets if self.pipeline else sets).close())
         self.capture = self._open_capture(config)
-        self.pipeline = Pipeline(self.capture, self._models, self._emit, max_frames=self.max_frames,
+        self.pipeline = Pipeline(self.capture, sets, self._emit, max_frames=self.max_frames,
                                  smoothing=config.publish.smoothing, workers=workers,
                                  on_failure=self.modelctl.supervisor.on_failure,
                                  post=self.learning.annotate if self.learning else None)
@@ -394,7 +396,7 @@ class Daemon:
             self._announcer = Announcer(self.config.homeassistant, device_id=self.config.device.id,
                                         prefix=self.topics.prefix, path=Path(self.config.model.dir) / ANNOUNCED_FILE)
         model = self.models.info.name if self.models else "edge-classifier"
-        return self._announcer.messages(model, __version__)
+        return self._announcer.messages(model, __version__, cameras=sources.ha_cameras(self.config))
 
     def _await_source(self) -> None:
         """Publish thread, before `online`: an mqtt source subscribed first (at most 5 s), so
@@ -426,7 +428,7 @@ class Daemon:
         """Apply changed runtime settings (already validated) in place."""
         assert self.pipeline is not None and self.publisher is not None and self.models is not None
         c = new.classify
-        for classifier in self.models.classifiers:
+        for classifier in (cl for models in self.pipeline.sets.all() for cl in models.classifiers):
             classifier.reconfigure(c.top_k, c.threshold, c.allow, c.deny)
         if not new.sources:  # one [source]: the config command's source.fps sets it
             self.pipeline.capture.set_fps(new.source.fps)
@@ -474,11 +476,14 @@ class Daemon:
         model_changed = new.model != old.model
         if model_changed and self.modelctl.swapper.busy:
             raise ConfigChangeNeedsRestart("model (a model swap is under way: reload again when it is done)")
+        self.modelctl.reroute(old, new)  # sources whose model changed (daemon/sourcemodels.py)
         if sources_of(new) != sources_of(old) and self.capture is not None:
             # Only the sources added, changed or removed restart; the others keep running.
             sources.reconcile(self.capture, new, self._open_source)
             self.publisher.per_source = sources.several_cameras(new)
         self.apply_runtime(new)
+        if new.homeassistant.enabled and sources_of(new) != sources_of(old):
+            self.publisher.republish_state()  # Home Assistant's entities per camera follow the sources
         self.modelctl.config = new
         if model_changed:
             # Loaded, checked and switched in the background; model_swapped or model_rejected says how it went.
