@@ -178,3 +178,74 @@ dir = "{store}"
     checked = subprocess.run([sys.executable, "-m", "edge_classifier", "check-config", "-c", str(single)],
                              capture_output=True, text=True, timeout=60)
     assert checked.returncode == 78 and "source.model: only [[sources]]" in checked.stderr + checked.stdout
+
+
+def test_each_model_falls_back_and_recovers_on_its_own(tmp_path, broker, store):
+    """Both sets run in supervised worker processes (model.isolate: the Edge TPU's worker code,
+    with the CPU model, as tests/test_fallback.py does) and both fail at their 15th invoke."""
+    pictures(tmp_path / "front")
+    pictures(tmp_path / "yard")
+    text = config(tmp_path, store, broker.port, front="", yard=V1_050).read_text()
+    text = text.replace('accelerator = "cpu"', 'accelerator = "auto"\nisolate = true\ninvoke_timeout = 0.5\n'
+                        'recover_initial = 1.0\nrecover_max = 2.0')
+    path = write_config(tmp_path / "config.toml", text)
+    fault = tmp_path / "fault"
+    fault.write_text("raise@15")
+    with Probe(broker.host, broker.port) as probe:
+        probe.subscribe(f"{PREFIX}/event")
+        with DaemonProcess("-c", str(path), "--stdout", env={"EDGE_CLASSIFIER_WORKER_FAULT_FILE": str(fault)}) \
+                as daemon:
+            events: dict[str, list[str]] = {"accelerator_fallback": [], "accelerator_back": []}
+            while len(events["accelerator_fallback"]) < 2:
+                event = json.loads(probe.expect(f"{PREFIX}/event", timeout=60).payload)
+                if event["event"] in events:
+                    events[event["event"]].append(event["model"])
+            fault.unlink()  # healthy again from the next attempt on
+            while len(events["accelerator_back"]) < 2:
+                event = json.loads(probe.expect(f"{PREFIX}/event", timeout=60).payload)
+                if event["event"] in events:
+                    events[event["event"]].append(event["model"])
+            assert sorted(events["accelerator_fallback"]) == sorted(events["accelerator_back"]) == [V1_025, V1_050]
+            # Each camera still on its own model, with its answer, frames in order.
+            seen = next_of(daemon, {"front": V1_025, "yard": V1_050}, count=5)
+            assert {r["top"][0]["id"] for r in seen["yard"]} == {TOP1[V1_050]}
+            daemon.signal(signal.SIGTERM)
+            assert daemon.wait(15) == 0
+        assert "frame_failed" not in daemon.log
+
+
+def test_a_store_file_replaced_on_disk_reloads_the_set_running_it(tmp_path, broker, store):
+    import hashlib
+    import os
+
+    pictures(tmp_path / "front")
+    pictures(tmp_path / "yard")
+    text = config(tmp_path, store, broker.port, front="", yard=BIRDS).read_text()
+    path = write_config(tmp_path / "config.toml",
+                        text.replace('accelerator = "cpu"', 'accelerator = "cpu"\nwatch = true'))
+    with Probe(broker.host, broker.port) as probe, DaemonProcess("-c", str(path), "--stdout") as daemon:
+        probe.subscribe(f"{PREFIX}/event")
+        before = next_of(daemon, {"front": V1_025, "yard": BIRDS}, count=2)
+        front_sha = before["front"][0]["model"]["sha256"]
+        # A new version of the birds model (here: the 0.5 ImageNet model's bytes) lands in the store.
+        staging = tmp_path / "staging.tflite"
+        shutil.copy(model(V1_050), staging)
+        os.replace(staging, store / f"{BIRDS}.tflite")
+        new_sha = hashlib.sha256((store / f"{BIRDS}.tflite").read_bytes()).hexdigest()
+        while True:
+            event = json.loads(probe.expect(f"{PREFIX}/event", timeout=60).payload)
+            if event["event"] in ("model_swapped", "model_rejected"):
+                break
+        assert event["event"] == "model_swapped" and event["trigger"] == "watch", event
+        while (result := daemon.next_result(30))["source"] != "yard" or result["model"]["sha256"] != new_sha:
+            pass
+        assert result["top"][0]["id"] == TOP1[V1_050]  # the new file's answer
+        for _ in range(6):  # front stays on [model], untouched
+            result = daemon.next_result(30)
+            if result["source"] == "front":
+                assert result["model"]["sha256"] == front_sha
+        online(probe)
+        state = ask(probe, "status", {})["state"]
+        assert state["model"]["name"] == V1_025 and state["source_models"]["yard"]["name"] == BIRDS
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(15) == 0

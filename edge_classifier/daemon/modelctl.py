@@ -152,6 +152,9 @@ class ModelControl:
             self._recover_tpu(models)
 
     def _recover_tpu(self, models: ModelSet) -> None:
+        if models.fallback and models.key != DEFAULT:  # [model]'s is announced by the daemon's start
+            self._event("accelerator_fallback", model=models.info.name, accelerator=models.info.accelerator,
+                        reason=models.fallback)
         if models.fallback and models.plan is not None and models.plan.tpu is not None:
             # The TPU did not load: keep trying it, as after a failure.
             self.supervisor.start_recovery(models.plan, models.plan.tpu, models.key)

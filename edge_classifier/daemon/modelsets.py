@@ -105,6 +105,8 @@ class ModelSets:
     def __init__(self, default: ModelSet, named: Mapping[str, ModelSet] | None = None,
                  routes: Mapping[str, Route] | None = None) -> None:
         self._sets: dict[str, ModelSet] = {DEFAULT: default, **(named or {})}
+        for key, models in self._sets.items():
+            models.key = key
         self._routes: dict[str, Route] = dict(routes or {})
 
     @property
