@@ -53,3 +53,25 @@ def test_cross_checks_run_per_table(tmp_path):
 def test_sources_must_be_an_array_of_tables(tmp_path, value):
     with pytest.raises(ConfigError, match=r"sources: must "):
         parse_config({"sources": value}, tmp_path)
+
+
+def test_a_sources_model_must_be_in_the_store(tmp_path):
+    store = tmp_path / "models"
+    store.mkdir()
+    (store / "birds.tflite").write_bytes(b"x")  # only the name is checked here; the file is opened at start
+    tables = [{"name": "feeder", "kind": "images", "uri": "a", "model": "birds"},
+              {"name": "door", "kind": "images", "uri": "b", "model": "birds.tflite"},
+              {"name": "gate", "kind": "images", "uri": "c"}]
+    config = parse_config({"sources": tables, "model": {"dir": "models"}}, tmp_path)
+    assert [s.model for s in config.sources] == ["birds", "birds.tflite", ""]
+    bad = [*tables, {"name": "yard", "kind": "images", "uri": "d", "model": "nope"},
+           {"name": "roof", "kind": "images", "uri": "e", "model": "../birds.tflite"}]
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"sources": bad, "model": {"dir": "models"}}, tmp_path)
+    problems = caught.value.problems
+    assert len(problems) == 2
+    assert problems[0].startswith("sources[3].model: source 'yard': ") and "nope" in problems[0]
+    assert problems[1].startswith("sources[4].model: source 'roof': ") and ".." in problems[1]
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"source": {"kind": "images", "uri": "a", "model": "birds"}, "model": {"dir": "models"}}, tmp_path)
+    assert caught.value.problems[0].startswith("source.model: only [[sources]]")

@@ -100,3 +100,21 @@ def test_the_model_swapped_in_is_the_device_model(tmp_path: Path) -> None:
     config = json.loads(first.messages("efficientnet", "1")[0].payload)
     assert config["device"]["model"] == "efficientnet"
     assert homeassistant.node_id("pi") == "pi"
+
+
+def test_cameras_are_remembered_and_one_gone_is_removed_even_after_a_restart(tmp_path: Path) -> None:
+    state = tmp_path / "homeassistant.json"
+    announcer(state).messages("m", "1")
+    first = announcer(state).messages("m", "1", cameras=("front", "door"))
+    assert set(json.loads(first[0].payload)["components"]) >= {"front_label", "door_score"}
+    assert json.loads(state.read_text())["announced"]["cameras"] == ["front", "door"]
+    # A new Announcer (the daemon restarted with door gone from the file): door is removed.
+    later = announcer(state).messages("m", "1", cameras=("front",))
+    components = json.loads(later[0].payload)["components"]
+    assert components["door_label"] == {"platform": "sensor"} and "unique_id" in components["front_label"]
+    assert json.loads(state.read_text())["announced"]["cameras"] == ["front"]
+    # Per entity: turning discovery off clears the cameras' configs too.
+    entity = tmp_path / "entity.json"
+    announcer(entity, device_discovery=False).messages("m", "1", cameras=("front",))
+    off = sent(announcer(entity, enabled=False).messages("m", "1"))
+    assert ("homeassistant/sensor/pi/front_label/config", "removal") in off

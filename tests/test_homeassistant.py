@@ -194,6 +194,10 @@ def device_problems(message: Message, discovery_prefix: str = "homeassistant") -
             found.append(f"component id {key!r}")
         if component.get("platform") not in PLATFORMS:
             found.append(f"{key}: platform {component.get('platform')!r}")
+        # [MQTT] "Device discovery payload": a component sent with only its platform is removed
+        # from the device.
+        if set(component) == {"platform"}:
+            continue
         if "unique_id" not in component:
             found.append(f"{key}: no unique_id")
         # Checked as a single-component config with the shared device, origin and availability.
@@ -477,3 +481,45 @@ def test_migration_messages_hand_the_entities_over_between_layouts() -> None:
     assert [m.topic for m in back] == ["homeassistant/device/pi-kitchen/config"]
     removed = homeassistant.removal_messages(**DEVICE_ARGS)
     assert [(m.topic, m.payload, m.retain) for m in removed] == [("homeassistant/device/pi-kitchen/config", b"", True)]
+
+
+# --- one label and score entity per camera ([[sources]]) ----------------------------------------
+
+def test_each_camera_gets_a_label_and_a_score_that_conform_and_read_its_own_topic() -> None:
+    for layout in (ARGS, DEVICE_ARGS):
+        messages = homeassistant.discovery_messages(**layout, cameras=("front", "back yard"))
+        if layout["device_based"]:
+            assert device_problems(messages[0]) == []
+            found = {k: v for k, v in json.loads(messages[0].payload)["components"].items()}
+        else:
+            for message in messages:
+                assert problems(message) == [], message.topic
+            found = configs(messages)
+        yard = homeassistant.node_id("back yard")
+        assert {"label", "score", "front_label", "front_score", f"{yard}_label", f"{yard}_score"} <= set(found)
+        front = found["front_label"]
+        assert front["unique_id"] == "edge-classifier_pi-kitchen_front_label"
+        assert front["state_topic"] == "edge-classifier/pi-kitchen/source/front/result"
+        assert front["json_attributes_topic"] == "edge-classifier/pi-kitchen/source/front/result"
+        assert front["name"] == "front label" and found["front_score"]["name"] == "front score"
+        assert "back yard" not in found[f"{yard}_score"]["unique_id"] and yard in found[f"{yard}_score"]["unique_id"]
+        assert found[f"{yard}_score"]["state_topic"] == "edge-classifier/pi-kitchen/source/back yard/result"
+        # The templates read the per-camera result as they read {prefix}/result.
+        assert render(front["value_template"], result(CAT)) == "Egyptian cat"
+        assert render(found["front_score"]["value_template"], result(CAT)) == "84.0"
+    # One camera ([source]): today's five entities, nothing more.
+    assert set(configs(homeassistant.discovery_messages(**ARGS))) == \
+        {"label", "score", "fps_out", "inference_p50", "accelerator"}
+
+
+def test_a_camera_gone_is_removed_in_either_layout() -> None:
+    device = homeassistant.discovery_messages(**DEVICE_ARGS, cameras=("front",), gone=("front", "door"))
+    assert device_problems(device[0]) == []
+    components = json.loads(device[0].payload)["components"]
+    assert components["door_label"] == {"platform": "sensor"} and components["door_score"] == {"platform": "sensor"}
+    assert components["front_label"]["unique_id"].endswith("_front_label")
+    entity = homeassistant.discovery_messages(**ARGS, cameras=("front",), gone=("door",))
+    cleared = {m.topic for m in entity if m.payload == b""}
+    assert cleared == {"homeassistant/sensor/pi-kitchen/door_label/config",
+                       "homeassistant/sensor/pi-kitchen/door_score/config"}
+    assert all(m.retain for m in entity)

@@ -21,7 +21,7 @@ from typing import Any
 
 from edge_classifier.config.fields import Rule
 from edge_classifier.config.schema import Config, SourceConfig
-from edge_classifier.config.sources import split_sources, with_sources
+from edge_classifier.config.sources import model_problems, split_sources, with_sources
 from edge_classifier.errors import ConfigError, InputMissingError
 
 __all__ = ["SYSTEM_CONFIG", "find_config", "load_config", "parse_config"]
@@ -71,7 +71,11 @@ def parse_config(data: Mapping[str, Any], base_dir: Path, source: str = "") -> C
         problems.extend(_cross_checks(config))
     if problems:
         raise ConfigError(problems, source=source)
-    return _finish(config, base_dir)
+    config = _finish(config, base_dir)
+    problems = model_problems(config)  # the store's folder is known only now
+    if problems:
+        raise ConfigError(problems, source=source)
+    return config
 
 
 def _cross_checks(config: Config) -> list[str]:

@@ -111,6 +111,9 @@ class SourceConfig:
     uri: str = setting("", "opencv: index, /dev/videoN, rtsp://, http(s):// or a video file; "
                        "images: a directory or glob; mqtt: a topic filter.")
     name: str = setting("", "The source's name in results; empty means one derived from kind and uri.")
+    model: str = setting("", "[[sources]] only: a model in the store (a file name in model.dir) this camera is "
+                         "classified with; sources naming the same model share its interpreters. Empty means "
+                         "[model].")
     fps: float = setting(0.0, "Frame-rate cap; 0 means as fast as the pipeline goes.", minimum=0)
     loop: bool = setting(False, "images and video files: start over at the end.")
     width: int = setting(0, "Requested capture width; 0 means the source's default.", minimum=0)

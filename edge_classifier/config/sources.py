@@ -6,6 +6,10 @@ one-camera form ``[source]`` stays valid; a file may use one form or the other, 
 both (which of the two would win is not obvious, so it is an error that says so).
 After loading, ``Config.sources`` holds the ``[[sources]]`` tables, or is empty for the
 one-camera form; ``sources_of`` gives the sources to run either way.
+
+A ``[[sources]]`` table may name its own ``model``: a file in the model store (``model.dir``),
+checked when the file is loaded (``model_problems``), so ``check-config``, the start and a
+SIGHUP all refuse a name the store does not hold, naming the source and the model.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from edge_classifier.config.schema import SourceConfig
+from edge_classifier.errors import EdgeClassifierError
 
-__all__ = ["MAX_SOURCES", "name_problem", "sources_of", "split_sources", "with_sources"]
+__all__ = ["MAX_SOURCES", "model_problems", "name_problem", "sources_of", "split_sources", "with_sources"]
 
 MAX_SOURCES = 64
 
@@ -69,3 +74,22 @@ def with_sources(config: Any, sources: tuple[SourceConfig, ...]) -> Any:
 def sources_of(config: Any) -> tuple[SourceConfig, ...]:
     """The sources to run (a ``Config`` built in code may leave ``sources`` empty)."""
     return tuple(config.sources) or (config.source,)
+
+
+def model_problems(config: Any) -> list[str]:
+    """Each ``[[sources]]`` model that is not a model file in the store, by key path; and a
+    ``model`` in the one-camera ``[source]``, where ``model.path`` says it already."""
+    from edge_classifier.store.store import resolve_name
+
+    problems = []
+    if config.source.model:
+        problems.append(f"source.model: only [[sources]] tables name their own model; with one [source], "
+                        f"set model.path = {config.source.model!r}")
+    for index, source in enumerate(config.sources):
+        if not source.model:
+            continue
+        try:
+            resolve_name(config.model.dir, source.model)
+        except EdgeClassifierError as exc:
+            problems.append(f"sources[{index}].model: source {source.name!r}: {exc}")
+    return problems

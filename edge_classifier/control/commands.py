@@ -194,10 +194,11 @@ class CommandHandler:
                 "embeddings": learning.describe()}
 
     def model(self, arguments: dict[str, Any], request: Request | None = None) -> None:
-        """``{"name": FILE}`` (a model in the store) or ``{"url": URL, "sha256": HEX}``."""
+        """``{"name": FILE}`` (a model in the store) or ``{"url": URL, "sha256": HEX}``; with
+        ``"source": NAME`` for that [[sources]] camera only (daemon/modelctl.py)."""
         from edge_classifier.daemon.swap import SwapRequest
 
-        extra = sorted(k for k in arguments if k not in ("name", "url", "sha256", "request_id"))
+        extra = sorted(k for k in arguments if k not in ("name", "url", "sha256", "request_id", "source"))
         if extra:
             raise CommandError(f"unexpected arguments: {', '.join(extra)} (give name, or url and sha256)")
         name, url, sha256 = arguments.get("name"), arguments.get("url"), arguments.get("sha256")
@@ -209,8 +210,9 @@ class CommandHandler:
         if url is not None and not sha256:
             raise CommandError("sha256: required with url (the download is checked against it)")
         assert self.daemon.modelctl is not None
+        source = _source_argument({k: v for k, v in arguments.items() if k == "source"})
         why_not = self.daemon.modelctl.request(SwapRequest("command", name=name, url=url, sha256=sha256,
-                                                           request=request))
+                                                           request=request, source=source))
         if why_not is not None:
             raise CommandError(why_not)
 

@@ -8,6 +8,9 @@ is classified again on it, so none is lost. Thread ``accelerator-recovery`` then
 TPU again, doubling its wait from ``model.recover_initial`` to ``model.recover_max``; a
 TPU worker that loads and answers a smoke inference is handed to the main loop
 (``AcceleratorBack`` on the control queue), which swaps it back in.
+
+Every set in use falls back and recovers on its own (the daemon's ``[model]`` and each model a
+source names, by the set's ``key``): one recovery thread per set that lost its TPU.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ class AcceleratorSupervisor:
         self._deliver = deliver  # crossing: puts AcceleratorBack on the daemon's control queue
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._recovery: threading.Thread | None = None
+        self._recovery: dict[str, threading.Thread] = {}  # by set key
         self.fallbacks = 0
         self.state = "ok"  # "ok" | "fallback" (CPU twin running) | "down" (no twin: waiting for the TPU)
         self.last_fallback_ms: float | None = None
@@ -58,9 +61,9 @@ class AcceleratorSupervisor:
         started = time.perf_counter()
         with self._lock:
             pipeline = self._pipeline()
-            current = pipeline.models
+            current = pipeline.sets.get(models.key)
             if current is not models:
-                return current  # another worker already replaced the failed set
+                return current  # another worker already replaced the failed set (or it is gone)
             plan, spec = models.plan, models.spec
             reason = str(error)
             backup = fallback_spec(plan, spec) if plan is not None and spec is not None else None
@@ -73,15 +76,15 @@ class AcceleratorSupervisor:
                     self._event("accelerator_lost", reason=reason, fallback=None)
                     pipeline.pause()
                     if plan is not None and spec is not None:
-                        self.start_recovery(plan, spec)
+                        self.start_recovery(plan, spec, models.key)
                 return None
             config = self._config()
             try:
-                cpu = open_model_set(config.model, config.classify, plan=plan, spec=backup)
+                cpu = open_model_set(config.model, config.classify, plan=plan, spec=backup, key=models.key)
             except EdgeClassifierError as exc:
                 log.error("the Edge TPU failed and its CPU twin cannot be opened: %s", exc)
                 return None
-            pipeline.swap(cpu).retire()
+            pipeline.swap(cpu, models.key).retire()
             self.fallbacks += 1
             self.state = "fallback"
             self.last_fallback_ms = round((time.perf_counter() - started) * 1000.0, 1)
@@ -89,13 +92,16 @@ class AcceleratorSupervisor:
                         reason, cpu.info.path.name, self.last_fallback_ms)
             self._event("accelerator_fallback", model=cpu.info.name, accelerator="cpu", reason=reason,
                         fallback_ms=self.last_fallback_ms, fallbacks=self.fallbacks)
-            self.start_recovery(plan, spec)
+            self.start_recovery(plan, spec, models.key)
             return cpu
 
     def recovered(self, back: AcceleratorBack) -> None:
         """Main thread: swap the healthy TPU set back in."""
         pipeline = self._pipeline()
-        pipeline.swap(back.models).retire()
+        if pipeline.sets.get(back.models.key) is None:
+            back.models.close()  # its sources were reconfigured away meanwhile (SIGHUP)
+            return
+        pipeline.swap(back.models, back.models.key).retire()
         if self.state == "down":
             pipeline.resume()
         self.state = "ok"
@@ -105,18 +111,20 @@ class AcceleratorSupervisor:
 
     def close(self) -> None:
         self._stop.set()
-        if self._recovery is not None:
-            self._recovery.join(10)
+        for thread in self._recovery.values():
+            thread.join(10)
 
-    def start_recovery(self, plan: ModelPlan, spec: EngineSpec) -> None:
-        """Keep trying ``spec`` (the failed engines) in thread ``accelerator-recovery``."""
-        if self._recovery is not None and self._recovery.is_alive():
+    def start_recovery(self, plan: ModelPlan, spec: EngineSpec, key: str = "") -> None:
+        """Keep trying ``spec`` (the failed engines of set ``key``) in thread ``accelerator-recovery``."""
+        running = self._recovery.get(key)
+        if running is not None and running.is_alive():
             return
-        self._recovery = threading.Thread(target=self._recover, args=(plan, spec), name="accelerator-recovery",
-                                          daemon=True)
-        self._recovery.start()
+        name = f"accelerator-recovery-{key}" if key else "accelerator-recovery"
+        thread = threading.Thread(target=self._recover, args=(plan, spec, key), name=name, daemon=True)
+        self._recovery = {**self._recovery, key: thread}
+        thread.start()
 
-    def _recover(self, plan: ModelPlan, spec: EngineSpec) -> None:
+    def _recover(self, plan: ModelPlan, spec: EngineSpec, key: str) -> None:
         config = self._config()
         wait = config.model.recover_initial
         started = time.monotonic()
@@ -131,7 +139,8 @@ class AcceleratorSupervisor:
                 try:
                     for engine in engines:
                         engine.invoke(np.zeros(engine.info.input.shape, engine.info.input.dtype))
-                    models = open_model_set(config.model, config.classify, plan=plan, spec=spec, engines=engines)
+                    models = open_model_set(config.model, config.classify, plan=plan, spec=spec, engines=engines,
+                                            key=key)
                 except BaseException:
                     for engine in engines:
                         engine.close()

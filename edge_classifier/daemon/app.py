@@ -158,10 +158,12 @@ class Daemon:
                                      model=config.model)
             stack.callback(self.learning.close)
             self.teaching = Teaching(self.learning, self.channel.reply_to, self.publish_event)
+        sets = self.modelctl.open_sets(self._models)  # [model] and the models [[sources]] name
+        stack.callback(lambda: (self.pipeline.sets if self.pipeline else sets).close())
         self.capture = self._open_capture(config)
         self.emitter = Emitter(self.publisher, self.capture.tally, self.watchdog, web=self.web,
                                modelctl=self.modelctl)
-        self.pipeline = Pipeline(self.capture, self._models, self.emitter, max_frames=self.max_frames,
+        self.pipeline = Pipeline(self.capture, sets, self.emitter, max_frames=self.max_frames,
                                  smoothing=config.publish.smoothing, workers=workers,
                                  on_failure=self.modelctl.supervisor.on_failure,
                                  post=self.learning.annotate if self.learning else None)
@@ -289,7 +291,7 @@ class Daemon:
     def apply_runtime(self, new: Config) -> None:
         """Apply changed runtime settings (already validated) in place."""
         assert self.pipeline is not None and self.publisher is not None and self.models is not None
-        reconfigure.apply_runtime(self.config, new, self.models, self.pipeline, self.publisher)
+        reconfigure.apply_runtime(self.config, new, self.pipeline, self.publisher)
         self.config = new
 
     def reload(self) -> str | None:
@@ -316,11 +318,14 @@ class Daemon:
         old = self.config
         assert self.pipeline is not None and self.publisher is not None and self.modelctl is not None
         reconfigure.check_restart(old, new, workers=self.pipeline.workers, swapping=self.modelctl.swapper.busy)
+        self.modelctl.reroute(old, new)  # sources whose model changed (daemon/sourcemodels.py)
         if sources_of(new) != sources_of(old) and self.capture is not None:
             # Only the sources added, changed or removed restart; the others keep running.
             sources.reconcile(self.capture, new, self._open_source)
             self.publisher.per_source = sources.several_cameras(new)
         self.apply_runtime(new)
+        if new.homeassistant.enabled and sources_of(new) != sources_of(old):
+            self.publisher.republish_state()  # Home Assistant's entities per camera follow the sources
         self.modelctl.config = new
         if new.model != old.model:
             # Loaded, checked and switched in the background; model_swapped or model_rejected says how it went.

@@ -7,6 +7,14 @@ A swap: the ready set is switched in between two frames; the old set stays loade
 first result of the new one. That result confirms the swap (state saved, ``model_swapped``
 event and the reply, with timings and the gap between the last old and first new result);
 a failure instead puts the old set back (``model_rejected``).
+
+With ``[[sources]]`` naming their own models there is one set per model in use
+(``daemon.modelsets``). A swap without ``source`` replaces the daemon's ``[model]`` set (the
+sources without their own model follow it); a swap naming a ``source`` moves that source alone
+onto the new model (onto the set already running it, if one does), and a set no source uses
+any more is closed; a store file that the watcher sees replaced reloads the set running it,
+for all its sources. Only a swap of ``[model]`` is remembered across restarts (a source's model
+is in its ``[[sources]]`` table).
 """
 
 from __future__ import annotations
@@ -19,10 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from edge_classifier.config.schema import Config
+from edge_classifier.config.sources import sources_of
 from edge_classifier.control.requests import Request
+from edge_classifier.daemon import sourcemodels
 from edge_classifier.daemon.accelerator import AcceleratorBack, AcceleratorSupervisor
 from edge_classifier.daemon.models import open_model_set, plan_model, wants_embedding
+from edge_classifier.daemon.modelsets import DEFAULT, ModelSets, Route
 from edge_classifier.daemon.pipeline import ModelSet, Outcome, Pipeline
+from edge_classifier.daemon.storewatch import StoreWatch
 from edge_classifier.daemon.swap import Swapper, SwapReady, SwapRejected, SwapRequest
 from edge_classifier.engine.model import ModelFile
 from edge_classifier.errors import EdgeClassifierError
@@ -50,8 +62,12 @@ class SwapOutcome:
 @dataclasses.dataclass(slots=True)
 class _Pending:
     ready: SwapReady
-    old: ModelSet
+    old: ModelSet  # what classified before: put back if the new one fails
     switched: float
+    models: ModelSet  # the set switched in (a source's swap may join one that runs already)
+    key: str = DEFAULT  # the set replaced in place, or for a source's swap its old routes' key
+    routes: dict[str, Route] | None = None  # a source's swap: the routes before it
+    unused: list[ModelSet] = dataclasses.field(default_factory=list)  # sets it left without a source
     last_old: float | None = None  # when the last result of the old set was emitted
     dropped_before: int = 0
     confirmed: bool = False  # the first result of the new set was posted
@@ -71,16 +87,14 @@ class ModelControl:
         self._sweep()
         self._pending: _Pending | None = None
         self._last_emit: float | None = None
-        self._store_seen: dict[str, tuple[int, int]] | None = None
-        self._store_candidates: dict[str, tuple[int, int]] = {}
-        self._store_checked = 0.0
+        self.watcher = StoreWatch(lambda: Path(self.config.model.dir))
         self.swaps = 0
 
     def in_use(self) -> set[Path]:
         """Files a download must never replace: the running model and its twin, the model
         being switched in, the learning extractor. (Called in model-loader: reads attributes.)"""
         files = {Path(self.config.learn.extractor)}
-        for models in (self.pipeline.models if self.pipeline else None,
+        for models in (*(self.pipeline.sets.all() if self.pipeline else ()),
                        self._pending.ready.models if self._pending else None):
             if models is not None:
                 files |= {models.info.path, models.info.requested}
@@ -125,14 +139,39 @@ class ModelControl:
         check_signature(plan.requested, model.trusted_keys)  # with keys pinned, not even the start is unsigned
         return open_model_set(model, self.config.classify, plan=plan)
 
+    def open_sets(self, default: ModelSet) -> ModelSets:
+        """``default`` and the sets of the models ``[[sources]]`` name, with their routes."""
+        routes = sourcemodels.routes_of(self.config)
+        named = sourcemodels.open_sets(self.config, {r.key for r in routes.values()})
+        return ModelSets(default, named, routes)
+
     def attach(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
         if self.config.model.watch:
-            self._store_seen = self._scan_store()  # what is there at start is not new
-        models = pipeline.models
+            self.watcher.start()  # what is there at start is not new
+        for models in pipeline.sets.all():
+            self._recover_tpu(models)
+
+    def _recover_tpu(self, models: ModelSet) -> None:
+        if models.fallback and models.key != DEFAULT:  # [model]'s is announced by the daemon's start
+            self._event("accelerator_fallback", model=models.info.name, accelerator=models.info.accelerator,
+                        reason=models.fallback)
         if models.fallback and models.plan is not None and models.plan.tpu is not None:
-            # The TPU did not load at start: keep trying it, as after a failure.
-            self.supervisor.start_recovery(models.plan, models.plan.tpu)
+            # The TPU did not load: keep trying it, as after a failure.
+            self.supervisor.start_recovery(models.plan, models.plan.tpu, models.key)
+
+    def reroute(self, old: Config, new: Config) -> None:
+        """SIGHUP: sources whose ``model`` changed move (opening only the models not open yet);
+        a set no source uses any more is closed. A model that cannot open changes nothing."""
+        pipeline = self._pipeline()
+        routes = sourcemodels.updated_routes(old, new, pipeline.sets.routes)
+        if routes == pipeline.sets.routes:
+            return
+        added = sourcemodels.open_sets(new, {r.key for r in routes.values()} - set(pipeline.sets.named()))
+        for models in pipeline.reroute(routes, added):
+            models.retire()
+        for models in added.values():
+            self._recover_tpu(models)
 
     # --- requests ---------------------------------------------------------------------------
 
@@ -140,6 +179,10 @@ class ModelControl:
         """Start a swap; returns why not when it cannot start (one at a time)."""
         if self.swapper.busy or self._pending is not None:
             return "a model swap is already under way"
+        names = [s.name for s in self.config.sources]
+        if request.source is not None and request.source not in names:
+            return (f"source: no source named {request.source!r} ([[sources]]: {', '.join(names)})" if names
+                    else "source: a model per source needs [[sources]] (one [source] uses [model])")
         self.swapper.submit(request)
         log.info("model swap requested (%s): %s", request.trigger,
                  request.name or request.url or request.path)
@@ -166,7 +209,7 @@ class ModelControl:
         now = time.monotonic()
         pending = self._pending
         if pending is not None and not pending.confirmed:
-            if outcome.classifier is not None and outcome.classifier in pending.ready.models.classifiers:
+            if outcome.classifier is not None and outcome.classifier in pending.models.classifiers:
                 pending.confirmed = True
                 # Crossing: worker thread -> main loop, through the control queue.
                 self._deliver(SwapOutcome(outcome.classification is not None, outcome.error, now))
@@ -178,14 +221,33 @@ class ModelControl:
 
     def _switch(self, ready: SwapReady) -> None:
         pipeline = self._pipeline()
+        request, sets = ready.request, pipeline.sets
+        key = request.key if request.key is not None else DEFAULT
         # Pending before the switch: the new set's first result may be emitted at once.
-        self._pending = _Pending(ready, pipeline.models, time.monotonic(), last_old=self._last_emit,
-                                 dropped_before=pipeline.capture.dropped)
-        pipeline.swap(ready.models)
-        if pipeline.paused:
-            # No frame will come to confirm it: the smoke inference in model-loader stands
-            # for the first result, so the command gets its reply and later swaps are free.
-            log.info("model %s switched in while paused: confirmed by its smoke inference", ready.models.info.path.name)
+        pending = _Pending(ready, sets.get(key) or ready.models, time.monotonic(), ready.models, key,
+                           last_old=self._last_emit, dropped_before=pipeline.capture.dropped)
+        self._pending = pending
+        if request.source is not None:
+            new_key = ready.models.info.requested.name
+            running = sets.get(new_key)
+            pending.key, pending.routes = sets.key_of(request.source), sets.routes
+            pending.old = sets.get(pending.key) or sets.default
+            if running is not None:  # the model runs already (another source's): share it
+                ready.models.close()
+                pending.models = running
+            source = next(s for s in sources_of(self.config) if s.name == request.source)
+            routes = {**sets.routes, request.source: sourcemodels.route(source, new_key)}
+            pending.unused = pipeline.reroute(routes, {} if running is not None else {new_key: ready.models})
+        else:
+            pipeline.swap(ready.models, key)
+        idle = request.source is None and key == DEFAULT and \
+            all(source.name in pipeline.sets.routes for source in sources_of(self.config))
+        if pipeline.paused or idle:
+            # No frame will come to confirm it (paused, or every source has a model of its own):
+            # the smoke inference in model-loader stands for the first result, so the command
+            # gets its reply and later swaps are free.
+            log.info("model %s switched in while %s: confirmed by its smoke inference", ready.models.info.path.name,
+                     "paused" if pipeline.paused else "no source uses [model]")
             self._pending.confirmed = True
             self._deliver(SwapOutcome(True, None, time.monotonic()))
             return
@@ -201,20 +263,33 @@ class ModelControl:
         timings["switch_to_first_result_ms"] = round((result.at - pending.switched) * 1000.0, 1)
         if pending.last_old is not None:
             timings["gap_ms"] = round(max(0.0, result.at - pending.last_old) * 1000.0, 1)
-        dropped = self._pipeline().capture.dropped - pending.dropped_before
-        if not result.ok:
-            self._pipeline().swap(old)
+        pipeline = self._pipeline()
+        dropped = pipeline.capture.dropped - pending.dropped_before
+        if pending.routes is not None:  # a source's swap: the sets it left stay loaded until now
+            done = pending.unused if result.ok else pipeline.reroute(pending.routes,
+                                                                     {m.key: m for m in pending.unused})
+            for unused in done:
+                unused.retire()
+        elif not result.ok:
+            pipeline.swap(old, pending.key)
             new.retire()
+        else:
+            old.retire()
+        if not result.ok:
             self._rejected(request, f"the new model failed on live frames: {result.error}", timings)
             return
-        old.retire()
         self.swaps += 1
+        new = pending.models
         info = new.info
-        self.state.save({"model": {"path": str(info.requested), "sha256": ModelFile.inspect(info.requested).sha256,
-                                   "config_path": self.config.model.path}})
+        if request.source is None and request.key is None:
+            self.state.save({"model": {"path": str(info.requested),
+                                       "sha256": ModelFile.inspect(info.requested).sha256,
+                                       "config_path": self.config.model.path}})
         details = {"model": info.name, "path": str(info.requested), "sha256": info.sha256,
                    "accelerator": info.accelerator, "trigger": request.trigger, "timings_ms": timings,
                    "dropped_frames": dropped}
+        if request.source is not None:
+            details["source"] = request.source
         log.info("model swapped to %s (%s): %s", info.name, request.trigger, timings)
         self._event("model_swapped", **details)
         if request.request is not None:
@@ -230,38 +305,15 @@ class ModelControl:
     # --- the store watcher (main loop, about once a second) ------------------------------------
 
     def poll_store(self, now: float) -> None:
-        """With model.watch: swap to a .tflite file that appeared (or changed) in the store,
-        once its size and time have held still for one poll (a copy in progress is not taken)."""
-        if not self.config.model.watch or now - self._store_checked < 1.0:
+        """With model.watch: swap to a .tflite file that appeared (or changed) in the store and
+        held still for one poll. A file a source's set runs reloads that set (for all its
+        sources); any other file swaps ``[model]``."""
+        if not self.config.model.watch:
             return
-        self._store_checked = now
-        current = self._scan_store()
-        if current is None:
-            return
-        if self._store_seen is None:
-            self._store_seen = current
-            return
-        for name, stamp in current.items():
-            if self._store_seen.get(name) == stamp:
-                continue
-            if self._store_candidates.get(name) != stamp:
-                self._store_candidates[name] = stamp  # seen once: wait for it to hold still
-                continue
-            if self.request(SwapRequest("watch", name=name)) is None:
-                self._store_seen[name] = stamp
-                self._store_candidates.pop(name, None)
-        for name in list(self._store_seen):
-            if name not in current:
-                del self._store_seen[name]
-
-    def _scan_store(self) -> dict[str, tuple[int, int]] | None:
-        store = Path(self.config.model.dir)
-        try:
-            return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in store.glob("*.tflite")
-                    if not p.name.startswith(".")}
-        except OSError as exc:
-            log.warning("model.watch: cannot list %s: %s", store, exc)
-            return None
+        for name in self.watcher.poll(now):
+            key = name if self.pipeline is not None and self.pipeline.sets.get(name) is not None else None
+            if self.request(SwapRequest("watch", name=name, key=key)) is None:
+                self.watcher.taken(name)
 
     def close(self) -> None:
         self.swapper.close()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from edge_classifier.classifier import Classifier, resolve_labels
 from edge_classifier.config.schema import ClassifyConfig, Config, ModelConfig
-from edge_classifier.daemon.pipeline import ModelSet
+from edge_classifier.daemon.modelsets import DEFAULT, ModelSet
 from edge_classifier.engine.edgetpu import library_problem
 from edge_classifier.engine.interpreter import Engine, EngineLike
 from edge_classifier.engine.model import ModelFile
@@ -131,12 +131,14 @@ def fallback_spec(plan: ModelPlan, spec: EngineSpec) -> EngineSpec | None:
 
 
 def open_model_set(model: ModelConfig, classify: ClassifyConfig, *, plan: ModelPlan | None = None,
-                   spec: EngineSpec | None = None, engines: list[EngineLike] | None = None) -> ModelSet:
+                   spec: EngineSpec | None = None, engines: list[EngineLike] | None = None,
+                   key: str = DEFAULT) -> ModelSet:
     """Open a set for ``plan`` (default: ``model.path``): the TPU when it loads, else the CPU.
 
     With ``accelerator = 'edgetpu'`` a TPU that does not load is an AcceleratorError (exit 69).
     ``spec`` opens exactly that spec (a fallback); ``engines`` are already open ones for
-    ``spec`` (the recovery thread made them).
+    ``spec`` (the recovery thread made them). ``key`` names the set among the daemon's
+    (``""``: ``[model]``; a source's own model: its file name).
     """
     plan = plan or plan_model(model)
     fallback = None
@@ -170,4 +172,4 @@ def open_model_set(model: ModelConfig, classify: ClassifyConfig, *, plan: ModelP
             engine.close()
         raise
     assert spec is not None
-    return ModelSet(classifiers, plan=plan, spec=spec, fallback=fallback)
+    return ModelSet(classifiers, plan=plan, spec=spec, fallback=fallback, key=key)

@@ -14,6 +14,7 @@ from edge_classifier import __version__
 from edge_classifier.config import Config
 from edge_classifier.config.sources import sources_of
 from edge_classifier.daemon.pipeline import ModelSet
+from edge_classifier.daemon.sources import ha_cameras
 from edge_classifier.publish.announce import ANNOUNCED_FILE, Announcer
 from edge_classifier.publish.outbox import Message
 from edge_classifier.publish.publisher import Topics
@@ -52,7 +53,7 @@ class BeforeOnline:
                                         prefix=self._topics.prefix, path=Path(config.model.dir) / ANNOUNCED_FILE)
         models = self._models()
         model = models.info.name if models else "edge-classifier"
-        return self._announcer.messages(model, __version__)
+        return self._announcer.messages(model, __version__, cameras=ha_cameras(config))
 
     def _await_sources(self) -> None:
         """An mqtt source subscribed first (at most SOURCE_WAIT)."""

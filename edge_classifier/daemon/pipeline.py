@@ -13,9 +13,10 @@ Threads and crossings:
   runs in whichever worker completes the next due frame, so it must be quick and
   non-blocking (the publisher only enqueues).
 
-The models in use live in a :class:`ModelSet` that can be replaced between two frames
-(``swap``); a worker picks the current set when it takes a frame, so every frame is
-classified entirely by one model.
+The models in use live in :class:`ModelSets` (one :class:`ModelSet` per model in use: the
+daemon's ``[model]`` and those ``[[sources]]`` name); a set can be replaced between two
+frames (``swap``), and a worker picks the set of the frame's source when it takes the frame,
+so every frame is classified entirely by one model.
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 
 from edge_classifier.classifier import Classifier
-from edge_classifier.engine.interpreter import EngineLike, ModelInfo
+from edge_classifier.daemon.modelsets import DEFAULT, ModelSet, ModelSets, Route
+from edge_classifier.engine.interpreter import EngineLike
 from edge_classifier.errors import AcceleratorFailed
 from edge_classifier.postprocess.smoothing import ScoreWindow
 from edge_classifier.results import Classification
@@ -38,7 +39,7 @@ from edge_classifier.source.base import Frame
 from edge_classifier.source.capture import Capture
 from edge_classifier.source.group import CaptureGroup
 
-__all__ = ["ModelSet", "Outcome", "Pipeline"]
+__all__ = ["ModelSet", "ModelSets", "Outcome", "Pipeline"]
 
 log = logging.getLogger(__name__)
 
@@ -53,58 +54,6 @@ class Outcome:
     error: str | None = None  # why the frame could not be classified
     scores: np.ndarray | None = None  # every class's score, kept only while smoothing
     classifier: Classifier | None = None
-
-
-class ModelSet:
-    """One classifier per worker, all on the same model; replaced as a whole.
-
-    A set that was swapped out is ``retire``d: it closes itself once the last frame a
-    worker took with it is done, so no interpreter is freed under a running invoke.
-    """
-
-    def __init__(self, classifiers: Sequence[Classifier], *, plan: Any = None, spec: Any = None,
-                 fallback: str | None = None) -> None:
-        if not classifiers:
-            raise ValueError("a model set needs at least one classifier")
-        self.classifiers = tuple(classifiers)
-        self.plan = plan  # daemon.models.ModelPlan: how to open the model again (TPU / CPU)
-        self.spec = spec  # daemon.models.EngineSpec this set was opened with
-        self.fallback = fallback  # why the Edge TPU is not used although the model has a TPU version
-        self._lock = threading.Lock()
-        self._in_use = 0
-        self._retired = False
-        self._closed = False
-
-    @property
-    def info(self) -> ModelInfo:
-        return self.classifiers[0].info
-
-    def acquire(self) -> None:
-        with self._lock:
-            self._in_use += 1
-
-    def release(self) -> None:
-        with self._lock:
-            self._in_use -= 1
-            close = self._retired and self._in_use == 0
-        if close:
-            self.close()
-
-    def retire(self) -> None:
-        """Close as soon as no frame is using this set any more."""
-        with self._lock:
-            self._retired = True
-            close = self._in_use == 0
-        if close:
-            self.close()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        for classifier in self.classifiers:
-            classifier.close()
 
 
 class _Reorder:
@@ -161,7 +110,7 @@ class Pipeline:
     def __init__(
         self,
         capture: Capture | CaptureGroup,
-        models: ModelSet,
+        models: ModelSet | ModelSets,
         emit: Callable[[Outcome], None],
         *,
         workers: int | None = None,
@@ -172,7 +121,7 @@ class Pipeline:
     ) -> None:
         self.capture = capture
         self.post = post
-        self._models = models
+        self._sets = models if isinstance(models, ModelSets) else ModelSets(models)
         self._reorder = _Reorder(emit)
         self.set_smoothing(smoothing)
         self._on_failure = on_failure
@@ -183,7 +132,7 @@ class Pipeline:
         self.finished = threading.Event()
         """Set when every worker has ended (source exhausted, frame limit or stop)."""
         self._paused = threading.Event()
-        count = max(workers or 0, len(models.classifiers))
+        count = max(workers or 0, *(len(m.classifiers) for m in self._sets.all()))
         self._workers = [
             threading.Thread(target=self._work, args=(i,), name=f"infer-{i}", daemon=True) for i in range(count)
         ]
@@ -193,7 +142,13 @@ class Pipeline:
 
     @property
     def models(self) -> ModelSet:
-        return self._models
+        """The daemon's ``[model]`` set (the sources without their own model use it)."""
+        return self._sets.default
+
+    @property
+    def sets(self) -> ModelSets:
+        """Every set in use and which source uses which (read it, change it through swap/reroute)."""
+        return self._sets
 
     @property
     def workers(self) -> int:
@@ -209,14 +164,26 @@ class Pipeline:
             worker.start()
         return self
 
-    def swap(self, models: ModelSet) -> ModelSet:
-        """Use ``models`` from the next frame taken on; returns the previous set, which
-        the caller ``retire``s (it closes when its frames in flight are done)."""
+    def swap(self, models: ModelSet, key: str = DEFAULT) -> ModelSet:
+        """Use ``models`` as the set ``key`` (default: ``[model]``'s) from the next frame taken on;
+        returns the previous set (``models`` itself for a new key), which the caller ``retire``s
+        (it closes when its frames in flight are done)."""
+        self._check(models)
+        with self._take_lock:
+            old = self._sets.replace(key, models)
+        return old if old is not None else models
+
+    def reroute(self, routes: dict[str, Route], added: dict[str, ModelSet]) -> list[ModelSet]:
+        """Sources to sets from the next frame on (``added``: sets new to the pipeline); returns
+        the sets no source uses any more, for the caller to ``retire``."""
+        for models in added.values():
+            self._check(models)
+        with self._take_lock:
+            return self._sets.reroute(routes, added)
+
+    def _check(self, models: ModelSet) -> None:
         if len(models.classifiers) > len(self._workers):
             raise ValueError(f"model set has {len(models.classifiers)} classifiers for {len(self._workers)} workers")
-        with self._take_lock:
-            old, self._models = self._models, models
-        return old
 
     def replace_capture(self, capture: Capture | CaptureGroup) -> Capture | CaptureGroup:
         """Take frames from ``capture`` from now on; returns the previous one (to close)."""
@@ -250,16 +217,16 @@ class Pipeline:
         """The next numbered frame and the set to classify it with; None when nothing came
         in time (or this worker has no classifier in the current set); False when this
         worker should end."""
-        if worker >= len(self._models.classifiers):
-            # No interpreter for this worker in the current set (the Edge TPU has one).
+        if worker >= self._sets.fewest_classifiers:
+            # No interpreter for this worker in some set in use (the Edge TPU has one).
             return False if self._stop.wait(0.1) else None
         with self._take_lock:
             if self._stop.is_set():
                 return False
             if self._max_frames is not None and self._seq >= self._max_frames:
                 return False
-            if worker >= len(self._models.classifiers):
-                return None  # the set changed while this worker waited for the lock
+            if worker >= self._sets.fewest_classifiers:
+                return None  # the sets changed while this worker waited for the lock
             # Crossing: frames come from the capture thread.
             frame = self.capture.get(timeout=0.1)
             if frame is None:
@@ -268,7 +235,7 @@ class Pipeline:
                 return None  # a paused daemon keeps the camera open but classifies nothing
             seq = self._seq
             self._seq += 1
-            models = self._models
+            models = self._sets.for_frame(frame)  # the frame's source's model
             models.acquire()
             return seq, frame, models
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from edge_classifier.config import Config
 from edge_classifier.daemon.models import worker_count
-from edge_classifier.daemon.pipeline import ModelSet, Pipeline
+from edge_classifier.daemon.pipeline import Pipeline
 from edge_classifier.errors import EdgeClassifierError
 from edge_classifier.publish.policy import PublishPolicy
 from edge_classifier.publish.publisher import Publisher
@@ -50,10 +50,11 @@ def check_restart(old: Config, new: Config, *, workers: int, swapping: bool) -> 
         raise ConfigChangeNeedsRestart("model (a model swap is under way: reload again when it is done)")
 
 
-def apply_runtime(old: Config, new: Config, models: ModelSet, pipeline: Pipeline, publisher: Publisher) -> None:
-    """Apply ``new``'s classify, fps and publish settings (already validated) in place."""
+def apply_runtime(old: Config, new: Config, pipeline: Pipeline, publisher: Publisher) -> None:
+    """Apply ``new``'s classify, fps and publish settings (already validated) in place, to
+    every model set (``[model]``'s and those of the cameras with their own)."""
     c = new.classify
-    for classifier in models.classifiers:
+    for classifier in (cl for models in pipeline.sets.all() for cl in models.classifiers):
         classifier.reconfigure(c.top_k, c.threshold, c.allow, c.deny)
     if not new.sources:  # one [source]: the config command's source.fps sets it
         pipeline.capture.set_fps(new.source.fps)

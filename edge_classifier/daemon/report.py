@@ -88,6 +88,7 @@ def state(daemon: Device) -> dict[str, Any]:
             "classes": info.classes, "labels": models.classifiers[0].label_source,
             "input": list(info.input.shape), "interpreters": len(models.classifiers),
         },
+        "source_models": source_models(daemon),
         "source": {"name": ", ".join(group(daemon).names()), "kind": daemon.config.source.kind,
                    "frames": capture.frames, "dropped": dropped(daemon), "failures": capture.failures,
                    "rejected": rejected(daemon), **source_counters(daemon)},
@@ -98,6 +99,18 @@ def state(daemon: Device) -> dict[str, Any]:
         "stats": {"results": daemon.publisher.results if daemon.publisher else 0,
                   "spool_depth": len(daemon.publisher.outbox) if daemon.publisher else 0},
     }
+
+
+def source_models(daemon: Device) -> dict[str, dict[str, Any]]:
+    """The sources classified by a model of their own (not ``[model]``): which, and where."""
+    pipeline = daemon.modelctl.pipeline if daemon.modelctl else None
+    if pipeline is None:
+        return {}
+    sets = pipeline.sets
+    found = {name: sets.get(route.key) for name, route in sets.routes.items()}
+    return {name: {"name": m.info.name, "path": str(m.info.path), "accelerator": m.info.accelerator,
+                   "fallback": m.fallback, "interpreters": len(m.classifiers)}
+            for name, m in found.items() if m is not None}
 
 
 def count_outcome(tally: Tally, outcome: Outcome) -> None:

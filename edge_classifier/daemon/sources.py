@@ -20,7 +20,7 @@ from edge_classifier.source.capture import EventCallback
 from edge_classifier.source.group import CaptureGroup
 from edge_classifier.source.registry import source_name
 
-__all__ = ["Opener", "reconcile", "several_cameras", "wanted"]
+__all__ = ["Opener", "ha_cameras", "reconcile", "several_cameras", "wanted"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,12 @@ def several_cameras(config: Config) -> bool:
     return bool(config.sources) or wildcard
 
 
+def ha_cameras(config: Config) -> tuple[str, ...]:
+    """The ``[[sources]]`` that get their own Home Assistant label and score entities: all but
+    mqtt wildcards (whose cameras are the topics that turn up, unknown in advance)."""
+    return tuple(s.name for s in config.sources if not (s.kind == "mqtt" and any(c in s.uri for c in "+#")))
+
+
 def _reported(config: Config, source: SourceConfig) -> SourceConfig:
     """In ``[[sources]]`` an mqtt wildcard's frames report their topic (each topic is a camera);
     its ``name`` names the source in commands and stats."""
@@ -57,6 +63,10 @@ def _built(config: Config, name: str, source: SourceConfig, opener: Opener) -> t
     return built
 
 
+def _camera(source: SourceConfig) -> SourceConfig:
+    return dataclasses.replace(source, model="")
+
+
 def reconcile(group: CaptureGroup, config: Config, opener: Opener) -> list[str]:
     """Make ``group`` run what ``config`` asks for; returns what changed, e.g. ``['+yard', '-door']``.
 
@@ -65,7 +75,9 @@ def reconcile(group: CaptureGroup, config: Config, opener: Opener) -> list[str]:
     """
     target = wanted(config)
     running = group.configs
-    changed = [name for name in target if name in running and running[name] != target[name]]
+    # A changed `model` alone moves the source to another model set (ModelControl.reroute);
+    # its camera keeps running.
+    changed = [name for name in target if name in running and _camera(running[name]) != _camera(target[name])]
     added = [name for name in target if name not in running]
     removed = [name for name in running if name not in target]
     built = {name: _built(config, name, target[name], opener) for name in (*changed, *added)}

@@ -29,7 +29,7 @@ import numpy as np
 from edge_classifier.config.schema import Config
 from edge_classifier.control.requests import Request
 from edge_classifier.daemon.models import open_model_set, plan_model
-from edge_classifier.daemon.pipeline import ModelSet
+from edge_classifier.daemon.modelsets import ModelSet
 from edge_classifier.errors import EdgeClassifierError
 from edge_classifier.store.fetch import admit, download, fetch_signature, quarantine_dir
 from edge_classifier.store.roles import not_a_classifier
@@ -52,6 +52,8 @@ class SwapRequest:
     config: Config | None = None  # the configuration to open it with (reload), else the running one
     request: Request | None = None  # the command to reply to
     command: str = "model"
+    source: str | None = None  # swap this source's model only (it leaves the set it shared)
+    key: str | None = None  # reload this set in place (a source's model replaced in the store)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -12,6 +12,9 @@ model store), and after each connect sends, in this order:
   topics cleared, so the entities keep their ids and history;
 * otherwise the discovery itself.
 
+It remembers the cameras (``[[sources]]``) it announced entities for as well: a camera gone
+from the configuration (SIGHUP, or while the daemon was down) has its entities removed.
+
 No file yet but discovery on: an older release may have announced the per-entity layout under
 this id, so the first device-based announcement migrates from it (harmless if it did not).
 Only the publish thread calls :meth:`Announcer.messages`.
@@ -55,23 +58,33 @@ class Announcer:
         announced = saved.get("announced")
         kinds = {"device_id": str, "discovery_prefix": str, "device_based": bool}
         if isinstance(announced, dict) and all(isinstance(announced.get(k), t) for k, t in kinds.items()):
-            return announced
+            return {k: announced[k] for k in kinds}
         now = self._now()
         if now is not None and now["device_based"] and "announced" not in saved:
             return {**now, "device_based": False}  # what an older release announced, perhaps
         return None
 
-    def messages(self, model_name: str, sw_version: str) -> list[Message]:
-        """The messages that bring Home Assistant to the configured state (see the module docstring)."""
-        before, now = self._before(), self._now()
+    def _cameras_before(self) -> tuple[str, ...]:
+        saved = self._file.load() if self._file is not None else {}
+        announced = saved.get("announced")
+        cameras = announced.get("cameras") if isinstance(announced, dict) else None
+        if isinstance(cameras, list) and all(isinstance(c, str) for c in cameras):
+            return tuple(cameras)
+        return ()
+
+    def messages(self, model_name: str, sw_version: str, cameras: tuple[str, ...] = ()) -> list[Message]:
+        """The messages that bring Home Assistant to the configured state (see the module docstring);
+        ``cameras``: the ``[[sources]]`` that get a label and score entity each."""
+        before, now, cameras_before = self._before(), self._now(), self._cameras_before()
         out: list[Message] = []
         new = [] if now is None else homeassistant.discovery_messages(
             device_id=self.device_id, prefix=self.prefix, discovery_prefix=self.config.discovery_prefix,
-            model_name=model_name, sw_version=sw_version, device_based=self.config.device_discovery)
+            model_name=model_name, sw_version=sw_version, device_based=self.config.device_discovery,
+            cameras=cameras, gone=cameras_before if before == now else ())
         if before is not None and before != now:
             old = homeassistant.removal_messages(
                 device_id=before["device_id"], prefix=self.prefix, discovery_prefix=before["discovery_prefix"],
-                device_based=before["device_based"])
+                device_based=before["device_based"], cameras=cameras_before)
             moved = now is not None and {k: before[k] for k in ("device_id", "discovery_prefix")} == \
                 {k: now[k] for k in ("device_id", "discovery_prefix")}
             if moved:  # same device, other layout
@@ -85,8 +98,8 @@ class Announcer:
                 out += old + new
         else:
             out += new
-        if before != now:
-            self._remember(now)
+        if before != now or (now is not None and cameras_before != cameras):
+            self._remember({**now, "cameras": list(cameras)} if now is not None and cameras else now)
         return out
 
     def _remember(self, now: dict[str, Any] | None) -> None:

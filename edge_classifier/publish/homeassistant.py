@@ -17,7 +17,14 @@ The entities, all tied to one device:
   ``ts``, ``latency_ms``) would make one per frame;
 * ``score``: the top score in percent (0 when nothing passed the threshold);
 * ``fps_out`` ("FPS classified": frames classified per second, published or not),
-  ``inference_p50``, ``accelerator``: diagnostics from ``{prefix}/stats``.
+  ``inference_p50``, ``accelerator``: diagnostics from ``{prefix}/stats``;
+* with several cameras (``[[sources]]``), one label and one score entity per camera besides,
+  ``{camera}_label`` and ``{camera}_score``, reading the camera's own result topic
+  ``{prefix}/source/{name}/result``; their unique ids hold the camera's name. A camera no longer
+  configured is removed: device-based, by its components sent with only their ``platform``
+  (Home Assistant's documented way to remove a component from a device); per entity, by empty
+  retained configs. The device-wide ``label`` and ``score`` stay (the newest result of any camera),
+  so adding a second camera takes no entity away.
 
 Each entity has a ``default_entity_id`` (``sensor.{node_id}_{key}``, lower case), which replaced
 ``object_id`` in Home Assistant 2025.10; older versions drop the unknown key.
@@ -44,6 +51,7 @@ from typing import Any
 
 from edge_classifier.publish.outbox import Message
 from edge_classifier.publish.payload import encode
+from edge_classifier.publish.publisher import source_level
 
 __all__ = [
     "DEFAULT_DISCOVERY_PREFIX",
@@ -112,6 +120,20 @@ def _sensors(source_name: str) -> tuple[_Sensor, ...]:
     )
 
 
+def _camera_sensors(camera: str) -> tuple[_Sensor, ...]:
+    """The label and score of one camera, from its own result topic."""
+    label, score = _sensors(camera)[:2]
+    key, topic = node_id(camera), f"source/{source_level(camera)}/result"
+    options = tuple((k, f"source/{source_level(camera)}/result" if k == "json_attributes_topic" else v)
+                    for k, v in label.options)
+    return (dataclasses.replace(label, key=f"{key}_label", topic=topic, options=options),
+            dataclasses.replace(score, key=f"{key}_score", topic=topic))
+
+
+def _all_sensors(source_name: str, cameras: tuple[str, ...]) -> tuple[_Sensor, ...]:
+    return _sensors(source_name) + tuple(s for camera in cameras for s in _camera_sensors(camera))
+
+
 def node_id(device_id: str) -> str:
     """``device_id`` in the characters Home Assistant allows in a discovery topic ([a-zA-Z0-9_-]).
 
@@ -147,9 +169,14 @@ def discovery_messages(
     sw_version: str,
     source_name: str = "",
     device_based: bool = True,
+    cameras: tuple[str, ...] = (),
+    gone: tuple[str, ...] = (),
 ) -> list[Message]:
     """The retained discovery messages of this device (compact JSON, QoS 1): one device-based
     message, or with ``device_based=False`` one per entity.
+
+    ``cameras`` (the ``[[sources]]`` names) get a label and a score entity each; the entities of
+    the cameras in ``gone`` (announced before, configured no more) are removed.
 
     ``prefix`` is the daemon's topic prefix (``{device_id}`` already filled in); ``model_name``
     becomes the device's model (publish again when the model changes); ``source_name``, if given,
@@ -169,16 +196,19 @@ def discovery_messages(
         device["sw_version"] = sw_version
         origin["sw_version"] = sw_version
     availability = [{"topic": f"{prefix}/status", "payload_available": "online", "payload_not_available": "offline"}]
-    entities = {sensor.key: _entity(sensor, node, prefix) for sensor in _sensors(source_name)}
+    entities = {sensor.key: _entity(sensor, node, prefix) for sensor in _all_sensors(source_name, cameras)}
+    removed = [s.key for camera in gone if camera not in cameras for s in _camera_sensors(camera)]
     if device_based:
         components = {key: {"platform": "sensor", **entity} for key, entity in entities.items()}
+        components |= {key: {"platform": "sensor"} for key in removed}  # [MQTT]: removes the component
         config = {"device": device, "origin": origin, "availability": availability, "qos": _QOS,
                   "components": components}
         return [Message(device_topic(discovery_prefix, node), encode(config), _QOS, retain=True)]
     return [Message(_config_topic(discovery_prefix, node, key),
                     encode({**entity, "availability": availability, "device": device, "origin": origin}),
                     _QOS, retain=True)
-            for key, entity in entities.items()]
+            for key, entity in entities.items()] + \
+        [Message(_config_topic(discovery_prefix, node, key), b"", _QOS, retain=True) for key in removed]
 
 
 def _entity(sensor: _Sensor, node: str, prefix: str) -> dict[str, Any]:
@@ -221,19 +251,20 @@ def removal_messages(
     sw_version: str = "",
     source_name: str = "",
     device_based: bool = True,
+    cameras: tuple[str, ...] = (),
 ) -> list[Message]:
     """Empty retained payloads on every discovery topic of the layout: Home Assistant removes the
     entities (and the device when none is left) and the broker forgets the retained configs.
 
-    Takes the same arguments as ``discovery_messages``; only ``device_id``, ``discovery_prefix``
-    and ``device_based`` matter.
+    Takes the same arguments as ``discovery_messages``; only ``device_id``, ``discovery_prefix``,
+    ``device_based`` and (per entity) ``cameras`` matter.
     """
     _check_topic_prefix("topic prefix", prefix)
     node = node_id(device_id)
     if device_based:
         return [Message(device_topic(discovery_prefix, node), b"", _QOS, retain=True)]
     return [Message(_config_topic(discovery_prefix, node, sensor.key), b"", _QOS, retain=True)
-            for sensor in _sensors(source_name)]
+            for sensor in _all_sensors(source_name, cameras)]
 
 
 def _config_topic(discovery_prefix: str, node: str, object_id: str) -> str:
