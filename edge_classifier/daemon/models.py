@@ -1,8 +1,10 @@
 """Building the daemon's model sets: which file, on which accelerator, in or out of process.
 
 - A model compiled for the Edge TPU (or one with an ``_edgetpu`` twin beside it) runs on the
-  TPU when ``accelerator`` allows, always inside a supervised worker process
-  (``WorkerEngine``), one interpreter;
+  TPU when ``accelerator`` allows, always in a supervised worker (``WorkerEngine``), one
+  interpreter per device; every TPU interpreter of the daemon lives in the one engine host
+  child (``engine/host.py``): a USB Coral serves one process, so two cameras on two models
+  share it there;
 - otherwise its CPU twin runs, in process (or in workers with ``model.isolate``), one
   single-thread interpreter per configured thread.
 
@@ -21,6 +23,7 @@ from edge_classifier.classifier import Classifier, resolve_labels
 from edge_classifier.config.schema import ClassifyConfig, Config, ModelConfig
 from edge_classifier.daemon.modelsets import DEFAULT, ModelSet
 from edge_classifier.engine.edgetpu import library_problem
+from edge_classifier.engine.host import HOST_ENV
 from edge_classifier.engine.interpreter import Engine, EngineLike
 from edge_classifier.engine.model import ModelFile
 from edge_classifier.engine.worker import WorkerEngine
@@ -46,6 +49,7 @@ class EngineSpec:
     isolated: bool
     timeout: float
     embedding: bool = False  # in-process CPU engines expose the penultimate tensor (learned classes)
+    shared: bool = False  # isolated engines live in the daemon's one engine host child (the Edge TPU's)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -76,7 +80,7 @@ def plan_model(model: ModelConfig, path: str | Path | None = None, labels: str |
     tpu = None
     if model.accelerator != "cpu" and tpu_file.is_file():
         devices = model.devices or (model.device,)
-        tpu = EngineSpec(tpu_file, "edgetpu", devices, 1, len(devices), True, model.invoke_timeout)
+        tpu = EngineSpec(tpu_file, "edgetpu", devices, 1, len(devices), True, model.invoke_timeout, shared=True)
     elif model.accelerator == "edgetpu":
         raise ConfigError([
             f"model.accelerator: 'edgetpu' needs a model compiled for the Edge TPU, but {requested.path} "
@@ -86,8 +90,11 @@ def plan_model(model: ModelConfig, path: str | Path | None = None, labels: str |
     cpu = None
     if model.accelerator != "edgetpu" and cpu_file is not None and cpu_file.is_file():
         count = worker_count(model, "cpu")
+        # $EDGE_CLASSIFIER_WORKER_HOST=shared puts isolated CPU workers in the engine host too:
+        # how the shared host is tested (and drilled) without a TPU.
+        shared = model.isolate and os.environ.get(HOST_ENV, "") == "shared"
         cpu = EngineSpec(cpu_file, "cpu", ("",) * count, max(1, model.threads // count), count, model.isolate,
-                         model.invoke_timeout, embedding)
+                         model.invoke_timeout, embedding, shared)
     if tpu is None and cpu is None:
         twin = cpu_file.name if cpu_file else "a CPU twin"
         raise AcceleratorError(f"{requested.path}: compiled for the Edge TPU and {twin} is not beside it; "
@@ -109,7 +116,7 @@ def open_engines(spec: EngineSpec) -> list[EngineLike]:
             device = spec.devices[index] if index < len(spec.devices) else ""
             if spec.isolated:
                 engines.append(WorkerEngine.open(spec.path, accelerator=spec.accelerator, device=device,
-                                                 threads=spec.threads, timeout=spec.timeout))
+                                                 threads=spec.threads, timeout=spec.timeout, shared=spec.shared))
             else:
                 engines.append(Engine.open(spec.path, accelerator=spec.accelerator, device=device,
                                            threads=spec.threads, embedding=spec.embedding))
@@ -126,7 +133,7 @@ def fallback_spec(plan: ModelPlan, spec: EngineSpec) -> EngineSpec | None:
     if spec.accelerator == "edgetpu":
         return plan.cpu
     if spec.isolated:
-        return dataclasses.replace(spec, isolated=False)
+        return dataclasses.replace(spec, isolated=False, shared=False)
     return None
 
 

@@ -15,6 +15,13 @@ After a failure the worker is dead until :meth:`WorkerEngine.restart` starts a f
 child (which may load another twin: with ``accelerator="auto"`` and the TPU gone, the CPU
 model). The caller decides about fallback; this class only reports and restarts.
 
+With ``shared=True`` the model runs in the daemon's one engine host child instead of a child
+of its own (``engine/host.py``: a USB Coral serves one process, so every Edge TPU model must
+live in the same one). The conversation, the slots and the failures are the same; what
+differs is that the child is not this worker's alone: its death fails every shared worker at
+once (the device is gone), a timeout kills it for all of them (a hung device hangs them all
+anyway), and ``close``/``restart`` let go of this model's connection, not of the child.
+
 IPC: a frame crosses through shared memory (one input slot sized to the input tensor, one
 output slot, created and unlinked by this side, see ``engine/shm.py``) and a duplex
 ``Pipe`` carries tiny "invoke" / "done" tuples. The pipe, rather than semaphores, because
@@ -39,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from edge_classifier import errors
+from edge_classifier.engine.host import Lease, shared_host
 from edge_classifier.engine.interpreter import ModelInfo
 from edge_classifier.engine.shm import SharedTensor
 from edge_classifier.engine.worker_child import ErrorReport, Fault, WorkerRequest, serve
@@ -64,7 +72,8 @@ class WorkerEngine:
     """``Engine``'s interface (``info``, ``invoke``, ``timed_invoke``, ``close``) over a child process.
 
     One caller invokes at a time (a lock serialises them); ``close`` may come from any thread
-    and interrupts an invoke that is waiting.
+    and interrupts an invoke that is waiting (a shared worker's waits for it instead: killing
+    the host would fail the other models).
     """
 
     def __init__(
@@ -77,6 +86,7 @@ class WorkerEngine:
         timeout: float = 10.0,
         start_timeout: float = 60.0,
         fault: str | None = None,
+        shared: bool = False,
     ) -> None:
         if timeout <= 0 or start_timeout <= 0:
             raise ValueError(f"Invalid worker timeouts: timeout={timeout}, start_timeout={start_timeout}")
@@ -88,12 +98,14 @@ class WorkerEngine:
         self.threads = threads
         self.timeout = timeout
         self.start_timeout = start_timeout
+        self.shared = shared
         self.restarts = 0
         self._lock = threading.Lock()
         self._closed = False
         self._failure: WorkerFailure | None = None
         self._conn: Connection | None = None
         self._process: BaseProcess | None = None
+        self._lease: Lease | None = None  # a shared worker's hold on the engine host
         self._input: SharedTensor | None = None
         self._output: SharedTensor | None = None
         self._info: ModelInfo | None = None
@@ -193,9 +205,10 @@ class WorkerEngine:
         self._closed = True
         if not self._lock.acquire(blocking=False):
             # Crossing: another thread waits in invoke(); killing the child wakes it (EOF),
-            # it raises AcceleratorFailed and lets go of the lock.
+            # it raises AcceleratorFailed and lets go of the lock. The engine host serves other
+            # models too: a shared worker waits instead (the invoke ends within its timeout).
             process = self._process
-            if process is not None and process.exitcode is None:
+            if not self.shared and process is not None and process.exitcode is None:
                 process.kill()
             self._lock.acquire()
         try:
@@ -212,18 +225,24 @@ class WorkerEngine:
     # -- the child's life --------------------------------------------------------------
 
     def _start(self, fault: str | None) -> None:
-        """Spawn a child, wait for its model, hand it the shared memory slots."""
-        context = multiprocessing.get_context("spawn")
-        conn, child_end = context.Pipe(duplex=True)
+        """Spawn a child (or connect to the engine host), wait for its model, hand it the slots."""
         request = WorkerRequest(str(self.path), self.accelerator, self.device, self.threads, fault)
-        process = context.Process(target=serve, args=(child_end, request), name="edge-classifier-engine",
-                                  daemon=True)
+        child_end: Connection | None = None
+        if self.shared:
+            conn, self._lease = shared_host().connect(request)
+            process = self._lease.process
+        else:
+            context = multiprocessing.get_context("spawn")
+            conn, child_end = context.Pipe(duplex=True)
+            process = context.Process(target=serve, args=(child_end, request), name="edge-classifier-engine",
+                                      daemon=True)
         self._conn, self._process = conn, process
         try:
-            process.start()
-            # Crossing: the child owns the other end now; closing our copy of it is what makes
-            # the child's death show up here as EOF.
-            child_end.close()
+            if child_end is not None:
+                process.start()
+                # Crossing: the child owns the other end now; closing our copy of it is what makes
+                # the child's death show up here as EOF.
+                child_end.close()
             log.debug("engine worker pid %s: loading %s (accelerator %s)", process.pid, self.path, self.accelerator)
             reply = self._await(self.start_timeout, "loading the model")
             if reply[0] == "error":
@@ -234,7 +253,8 @@ class WorkerEngine:
             conn.send(("attach", self._input.name, self._output.name))
             self._await(self.start_timeout, "attaching the shared memory")
         except BaseException:
-            child_end.close()
+            if child_end is not None:
+                child_end.close()
             self._teardown()
             raise
         self._info = info
@@ -258,9 +278,11 @@ class WorkerEngine:
         return message
 
     def _fail_dead(self, doing: str) -> AcceleratorFailed:
-        process = self._process
+        process, lease = self._process, self._lease
         code = None
-        if process is not None:
+        if lease is not None:
+            code = lease.wait(_REAP_GRACE)
+        elif process is not None:
             process.join(_REAP_GRACE)
             code = process.exitcode
         return self._fail("died", f"{self._who()}: died while {doing}: {_describe_exit(code)}")
@@ -279,15 +301,19 @@ class WorkerEngine:
         The pipe closing is the child's signal to exit; one that does not within the grace
         time (hung in a driver) is killed. Shared memory is unlinked here in every case.
         """
-        conn, process = self._conn, self._process
-        self._conn = self._process = None
+        conn, process, lease = self._conn, self._process, self._lease
+        self._conn = self._process = self._lease = None
         for slot in (self._input, self._output):
             if slot is not None:
                 slot.close()
         self._input = self._output = None
         if conn is not None:
             conn.close()
-        if process is not None:
+        if lease is not None:
+            # Shared: closing our pipe ends this model's thread in the host; the host itself
+            # goes with its last model (the lease reaps it, killed if it lingers).
+            lease.release()
+        elif process is not None:
             if process.exitcode is None and process.pid is not None:
                 process.join(_REAP_GRACE)
                 if process.exitcode is None:

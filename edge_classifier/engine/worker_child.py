@@ -26,6 +26,7 @@ invoke raises, ``hang`` never returns, like a wedged USB transfer. ``abort-open`
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -37,7 +38,8 @@ from edge_classifier.engine.interpreter import Engine
 from edge_classifier.engine.shm import SharedTensor
 from edge_classifier.errors import ConfigError, CustomOpError, EdgeClassifierError
 
-__all__ = ["FAULTS", "FAULT_ENV", "FAULT_FILE_ENV", "ErrorReport", "Fault", "WorkerRequest", "serve"]
+__all__ = ["FAULTS", "FAULT_ENV", "FAULT_FILE_ENV", "ErrorReport", "Fault", "WorkerRequest", "ignore_stop_signals",
+           "serve", "serve_model"]
 
 FAULT_ENV = "EDGE_CLASSIFIER_WORKER_FAULT"
 # A file whose content is a fault, read by each new child while the file exists: a test can
@@ -116,11 +118,22 @@ class ErrorReport:
 
 
 def serve(conn: Connection, request: WorkerRequest) -> None:
-    """The child's main: open the engine, attach the slots, answer invokes until told to stop."""
-    # The parent decides when this process ends (it closes the pipe, or kills it): a Ctrl-C
-    # or a SIGTERM sent to the whole process group or cgroup must not kill a frame in flight.
+    """The lone child's main: serve one model until told to stop."""
+    ignore_stop_signals()
+    serve_model(conn, request)
+
+
+def ignore_stop_signals() -> None:
+    """The parent decides when a worker process ends (it closes the pipe, or kills it): a Ctrl-C
+    or a SIGTERM sent to the whole process group or cgroup must not kill a frame in flight."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def serve_model(conn: Connection, request: WorkerRequest,
+                device: contextlib.AbstractContextManager[Any] | None = None) -> None:
+    """Open the engine, attach the slots, answer invokes until told to stop; each invoke holds
+    ``device`` (the engine host's lock of the Edge TPU it runs on; none in a lone worker)."""
     try:
         fault = _staged_fault(request)
         if fault is not None and fault.on_open:
@@ -142,7 +155,7 @@ def serve(conn: Connection, request: WorkerRequest) -> None:
         slots.append(SharedTensor.attach(message[1], info.input.shape, info.input.dtype))
         slots.append(SharedTensor.attach(message[2], info.output.shape, info.output.dtype))
         if _send(conn, ("attached",)):
-            _answer_invokes(conn, engine, slots[0], slots[1], fault)
+            _answer_invokes(conn, engine, slots[0], slots[1], fault, device or contextlib.nullcontext())
     finally:
         for slot in slots:
             slot.close()
@@ -151,7 +164,7 @@ def serve(conn: Connection, request: WorkerRequest) -> None:
 
 
 def _answer_invokes(conn: Connection, engine: Engine, tensor_in: SharedTensor, tensor_out: SharedTensor,
-                    fault: Fault | None) -> None:
+                    fault: Fault | None, device: contextlib.AbstractContextManager[Any]) -> None:
     good = 0
     while (message := _recv(conn)) is not None:
         op = message[0]
@@ -159,9 +172,10 @@ def _answer_invokes(conn: Connection, engine: Engine, tensor_in: SharedTensor, t
             # Crossing: the parent wrote the input slot before sending "invoke" and reads the
             # output slot only after our answer; neither touches a slot the other owns.
             try:
-                if fault is not None and not fault.on_open and good >= fault.after:
-                    fault.fire()
-                tensor_out.array[...] = engine.invoke(tensor_in.array)
+                with device:
+                    if fault is not None and not fault.on_open and good >= fault.after:
+                        fault.fire()
+                    tensor_out.array[...] = engine.invoke(tensor_in.array)
             except Exception as exc:
                 reply: tuple[Any, ...] = ("failed", f"{type(exc).__name__}: {exc}")
             else:
