@@ -7,6 +7,7 @@ model name is refused by check-config and at start."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -180,15 +181,45 @@ dir = "{store}"
     assert checked.returncode == 78 and "source.model: only [[sources]]" in checked.stderr + checked.stdout
 
 
-def test_each_model_falls_back_and_recovers_on_its_own(tmp_path, broker, store):
-    """Both sets run in supervised worker processes (model.isolate: the Edge TPU's worker code,
-    with the CPU model, as tests/test_fallback.py does) and both fail at their 15th invoke."""
+def collect(probe: Probe, events: dict[str, list[str]], name: str, count: int) -> None:
+    """Read ``{prefix}/event`` until ``count`` events ``name`` came, keeping the models of those in ``events``."""
+    while len(events[name]) < count:
+        event = json.loads(probe.expect(f"{PREFIX}/event", timeout=60).payload)
+        if event["event"] in events:
+            events[event["event"]].append(event["model"])
+
+
+def isolated_config(tmp_path: Path, store: Path, port: int) -> Path:
+    """front on [model] (V1_025), yard on V1_050, both in supervised workers (model.isolate: the Edge
+    TPU's worker code, with the CPU model, as tests/test_fallback.py does)."""
     pictures(tmp_path / "front")
     pictures(tmp_path / "yard")
-    text = config(tmp_path, store, broker.port, front="", yard=V1_050).read_text()
+    text = config(tmp_path, store, port, front="", yard=V1_050).read_text()
     text = text.replace('accelerator = "cpu"', 'accelerator = "auto"\nisolate = true\ninvoke_timeout = 0.5\n'
                         'recover_initial = 1.0\nrecover_max = 2.0')
-    path = write_config(tmp_path / "config.toml", text)
+    return write_config(tmp_path / "config.toml", text)
+
+
+def engine_children(pid: int) -> list[int]:
+    """The daemon's spawned engine processes (not multiprocessing's resource tracker)."""
+    children = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as listed:
+            children += [int(child) for child in listed.read().split()]
+    found = []
+    for child in children:
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as cmdline:
+                if b"spawn_main" in cmdline.read():
+                    found.append(child)
+        except FileNotFoundError:
+            pass  # gone meanwhile
+    return found
+
+
+def test_each_model_falls_back_and_recovers_on_its_own(tmp_path, broker, store):
+    """Both sets run in supervised worker processes and both fail at their 15th invoke."""
+    path = isolated_config(tmp_path, store, broker.port)
     fault = tmp_path / "fault"
     fault.write_text("raise@15")
     with Probe(broker.host, broker.port) as probe:
@@ -196,15 +227,9 @@ def test_each_model_falls_back_and_recovers_on_its_own(tmp_path, broker, store):
         with DaemonProcess("-c", str(path), "--stdout", env={"EDGE_CLASSIFIER_WORKER_FAULT_FILE": str(fault)}) \
                 as daemon:
             events: dict[str, list[str]] = {"accelerator_fallback": [], "accelerator_back": []}
-            while len(events["accelerator_fallback"]) < 2:
-                event = json.loads(probe.expect(f"{PREFIX}/event", timeout=60).payload)
-                if event["event"] in events:
-                    events[event["event"]].append(event["model"])
+            collect(probe, events, "accelerator_fallback", 2)
             fault.unlink()  # healthy again from the next attempt on
-            while len(events["accelerator_back"]) < 2:
-                event = json.loads(probe.expect(f"{PREFIX}/event", timeout=60).payload)
-                if event["event"] in events:
-                    events[event["event"]].append(event["model"])
+            collect(probe, events, "accelerator_back", 2)
             assert sorted(events["accelerator_fallback"]) == sorted(events["accelerator_back"]) == [V1_025, V1_050]
             # Each camera still on its own model, with its answer, frames in order.
             seen = next_of(daemon, {"front": V1_025, "yard": V1_050}, count=5)
@@ -212,6 +237,34 @@ def test_each_model_falls_back_and_recovers_on_its_own(tmp_path, broker, store):
             daemon.signal(signal.SIGTERM)
             assert daemon.wait(15) == 0
         assert "frame_failed" not in daemon.log
+
+
+def test_two_models_share_one_engine_host_and_both_recover_when_it_is_killed(tmp_path, broker, store):
+    """The Edge TPU's way (one child for every TPU interpreter of the daemon), shown on the CPU
+    models: $EDGE_CLASSIFIER_WORKER_HOST=shared puts the isolated workers in the engine host."""
+    path = isolated_config(tmp_path, store, broker.port)
+    with Probe(broker.host, broker.port) as probe:
+        probe.subscribe(f"{PREFIX}/event")
+        with DaemonProcess("-c", str(path), "--stdout", env={"EDGE_CLASSIFIER_WORKER_HOST": "shared"}) as daemon:
+            seen = next_of(daemon, {"front": V1_025, "yard": V1_050}, count=2)
+            assert {r["top"][0]["id"] for r in seen["yard"]} == {TOP1[V1_050]}
+            assert daemon.proc is not None
+            host = engine_children(daemon.proc.pid)
+            assert len(host) == 1, host  # both models' interpreters in one child
+            os.kill(host[0], signal.SIGKILL)
+            events: dict[str, list[str]] = {"accelerator_fallback": [], "accelerator_back": []}
+            collect(probe, events, "accelerator_fallback", 2)
+            collect(probe, events, "accelerator_back", 2)
+            assert sorted(events["accelerator_fallback"]) == sorted(events["accelerator_back"]) == [V1_025, V1_050]
+            again = engine_children(daemon.proc.pid)
+            assert len(again) == 1 and again != host, again
+            seen = next_of(daemon, {"front": V1_025, "yard": V1_050}, count=5)
+            assert {r["top"][0]["id"] for r in seen["yard"]} == {TOP1[V1_050]}
+            assert all(r["model"]["accelerator"] == "cpu" for results in seen.values() for r in results)
+            daemon.signal(signal.SIGTERM)
+            assert daemon.wait(15) == 0
+        assert "frame_failed" not in daemon.log
+        assert daemon.log.count("killed by SIGKILL") >= 2, daemon.log  # each set saw the host die
 
 
 def test_a_store_file_replaced_on_disk_reloads_the_set_running_it(tmp_path, broker, store):
