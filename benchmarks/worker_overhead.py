@@ -7,8 +7,10 @@ preprocessed tensor in alternating blocks (so drift and noise hit both alike). T
 overhead is the median per-frame time of the worker minus that of the engine. The tiny
 MobileNet v1 0.25 makes the crossing visible; MobileNet v2 shows it against a real model.
 Also the one-off cost: starting a worker (spawn + model load), as a restart costs.
+``--shared`` puts the worker in the engine host (``engine/host.py``, where every Edge TPU
+model of the daemon runs) instead of a child of its own.
 
-    python benchmarks/worker_overhead.py [--frames N] [--rounds R] [--model PATH ...]
+    python benchmarks/worker_overhead.py [--frames N] [--rounds R] [--model PATH ...] [--shared]
 """
 
 from __future__ import annotations
@@ -40,9 +42,9 @@ def per_frame_us(invoke, tensor: np.ndarray, frames: int) -> float:
     return (time.perf_counter() - start) / frames * 1e6
 
 
-def measure(path: Path, frames: int, rounds: int) -> dict[str, float | str]:
+def measure(path: Path, frames: int, rounds: int, shared: bool) -> dict[str, float | str]:
     start = time.perf_counter()
-    worker = WorkerEngine(path, accelerator="cpu", threads=1)
+    worker = WorkerEngine(path, accelerator="cpu", threads=1, shared=shared)
     start_ms = (time.perf_counter() - start) * 1000.0
     with Engine.open(path, accelerator="cpu", threads=1) as engine, worker:
         shape, dtype = engine.info.input.shape, engine.info.input.dtype
@@ -75,9 +77,10 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=500, help="invokes per block (default 500)")
     parser.add_argument("--rounds", type=int, default=7, help="alternating blocks per side (default 7)")
     parser.add_argument("--model", action="append", type=Path, help="model file (repeatable)")
+    parser.add_argument("--shared", action="store_true", help="the worker in the engine host (the Edge TPU's way)")
     args = parser.parse_args()
     paths = args.model or [TESTDATA / "models" / name for name in MODELS]
-    rows = [measure(path, args.frames, args.rounds) for path in paths]
+    rows = [measure(path, args.frames, args.rounds, args.shared) for path in paths]
     print(f"{'model':40} {'engine µs':>10} {'worker µs':>10} {'overhead µs':>12} {'(min..max)':>14} "
           f"{'%':>6} {'engine/s':>9} {'worker/s':>9} {'start ms':>9}")
     for row in rows:
@@ -85,7 +88,8 @@ def main() -> int:
         print(f"{row['model']!s:40} {row['engine_us']:>10} {row['worker_us']:>10} {row['overhead_us']:>12} "
               f"{spread:>14} {row['overhead_pct']:>6} {row['engine_per_s']:>9} {row['worker_per_s']:>9} "
               f"{row['worker_start_ms']:>9}")
-    print(json.dumps({"frames": args.frames, "rounds": args.rounds, "cpus": os.cpu_count(), "results": rows}))
+    print(json.dumps({"frames": args.frames, "rounds": args.rounds, "shared": args.shared, "cpus": os.cpu_count(),
+                      "results": rows}))
     return 0
 
 
