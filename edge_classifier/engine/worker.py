@@ -89,6 +89,7 @@ class WorkerEngine:
         self.timeout = timeout
         self.start_timeout = start_timeout
         self.restarts = 0
+        self.last_child_invoke_us = 0.0  # the last invoke's time in the child (the rest is the crossing)
         self._lock = threading.Lock()
         self._closed = False
         self._failure: WorkerFailure | None = None
@@ -147,6 +148,7 @@ class WorkerEngine:
             reply = self._await(self.timeout, "invoking")
             if reply[0] != "done":
                 raise self._fail("raised", f"{self._who()}: invoke failed in the worker: {reply[1]}")
+            self.last_child_invoke_us = reply[1] * 1e6
             # Crossing back: the child wrote the output slot before "done"; copy it out before
             # the next invoke overwrites it.
             return tensor_out.array.copy()

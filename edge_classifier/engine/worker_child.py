@@ -11,7 +11,7 @@ The conversation on the pipe (small tuples; pixel data never goes through it)::
     parent -> ("attach", input_name, output_name)                 the shared memory slots
     child  -> ("attached",)
     parent -> ("invoke",)        the input slot holds a tensor    (repeated)
-    child  -> ("done",)          the output slot holds the answer
+    child  -> ("done", seconds)  the output slot holds the answer; the invoke took that long
             | ("failed", "RuntimeError: ...")                     invoke raised
     parent -> ("fault", "abort" | "raise" | "hang" ...)           fault injection (no answer)
     parent -> ("quit",) or closes its end                         the child exits
@@ -161,12 +161,14 @@ def _answer_invokes(conn: Connection, engine: Engine, tensor_in: SharedTensor, t
             try:
                 if fault is not None and not fault.on_open and good >= fault.after:
                     fault.fire()
+                start = time.perf_counter()
                 tensor_out.array[...] = engine.invoke(tensor_in.array)
+                took = time.perf_counter() - start
             except Exception as exc:
                 reply: tuple[Any, ...] = ("failed", f"{type(exc).__name__}: {exc}")
             else:
                 good += 1
-                reply = ("done",)
+                reply = ("done", took)
             if not _send(conn, reply):
                 return
         elif op == "fault":
