@@ -29,7 +29,7 @@ from typing import Any, Protocol, TextIO
 from edge_classifier.daemon.pipeline import Outcome
 from edge_classifier.publish.connection import MqttConnection
 from edge_classifier.publish.outbox import Message, Outbox
-from edge_classifier.publish.payload import encode, event_payload, result_payload
+from edge_classifier.publish.payload import encode, encode_result, event_payload
 from edge_classifier.publish.policy import PublishPolicy
 from edge_classifier.publish.trouble import DeliveryTrouble
 
@@ -298,10 +298,10 @@ class Publisher:
         self.classified += 1
         if not self._policy_for(outcome.frame.source).decide(result.top, time.monotonic()):
             return
-        payload = result_payload(self.device, outcome.frame, result)
-        self._send(self.topics.result, payload, self.qos, self.retain)
+        data = encode_result(self.device, outcome.frame, result)
+        self._send_data(self.topics.result, data, self.qos, self.retain)
         if self.per_source:
-            self._send(self.topics.source_result(outcome.frame.source), payload, self.qos, self.retain)
+            self._send_data(self.topics.source_result(outcome.frame.source), data, self.qos, self.retain)
         self.results += 1
         if self._on_published is not None:
             self._on_published(outcome)
@@ -328,7 +328,9 @@ class Publisher:
             self._send_state(online=False)
 
     def _send(self, topic: str, payload: dict[str, Any], qos: int, retain: bool) -> None:
-        data = encode(payload)
+        self._send_data(topic, encode(payload), qos, retain)
+
+    def _send_data(self, topic: str, data: bytes, qos: int, retain: bool) -> None:
         if self._stdout is not None and topic == self.topics.result:
             self._printed.append(data.decode("utf-8") + "\n")
         if self._connection is None:
