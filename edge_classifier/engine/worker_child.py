@@ -210,11 +210,9 @@ def _staged_fault(request: WorkerRequest) -> Fault | None:
 
 
 def _recv(conn: Connection) -> tuple[Any, ...] | None:
-    """The next message, or None when the parent has gone (its end of the pipe closed)."""
-    try:
-        message: tuple[Any, ...] = conn.recv()
-    except (EOFError, OSError):
-        return None
+    """The next (pickled) message, or None when the parent has gone (its end of the pipe closed)."""
+    data = _recv_bytes(conn)
+    message: tuple[Any, ...] | None = None if data is None else pickle.loads(data)
     return message
 
 
