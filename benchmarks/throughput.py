@@ -25,8 +25,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -123,8 +125,12 @@ class Counter:
         self.proc.stdout.readline()  # ... which arrives as one more (empty) message
 
     def first(self, timeout: float) -> float:
-        """Wait for the first result; returns its arrival time."""
+        """Wait for the first result; returns its arrival time. SystemExit after ``timeout`` s."""
         assert self.proc is not None and self.proc.stdout is not None
+        import select
+
+        if not select.select([self.proc.stdout], [], [], timeout)[0]:
+            raise SystemExit(f"no result within {timeout:g} s")
         line = self.proc.stdout.readline()
         self.times.append(float(line.split()[0]))
         return self.times[0]
@@ -144,7 +150,7 @@ class Counter:
 
 
 def run_daemon(work: Path, model: Path, port: int, frames: int, fps: float, threads: int,
-               counter: Counter, qos: int = 1) -> dict[str, float]:
+               counter: Counter, qos: int = 1, frames_dir: Path | None = None) -> dict[str, Any]:
     config = work / f"config-{fps}.toml"
     config.write_text(f"""
 [device]
@@ -152,7 +158,7 @@ id = "bench"
 log_level = "warning"
 [source]
 kind = "images"
-uri = "{work / 'frames'}"
+uri = "{frames_dir or work / 'frames'}"
 loop = true
 fps = {fps}
 [model]
@@ -167,17 +173,31 @@ port = {port}
 qos = {qos}
 """)
     counter.start(frames + 2)  # +2: the marker and its removal
+    # The daemon's stderr goes to a file: a pipe nobody reads until the end can fill up
+    # and stall the daemon.
+    errors = (work / "daemon-stderr.txt").open("w+")
     proc = subprocess.Popen([sys.executable, "-m", "edge_classifier", "run", "-c", str(config),
                              "--max-frames", str(frames)], cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=errors, text=True)
     # CPU time is read at the first and the last result, so start-up (imports, model
     # loading) is not counted against the frames.
-    counter.first(60)
+    try:
+        counter.first(120)
+    except SystemExit:
+        proc.kill()
+        proc.wait()
+        errors.seek(0)
+        raise SystemExit(f"no result from the daemon (exit {proc.returncode}):\n{errors.read()[-3000:]}") from None
     cpu_first, rss_first = process_cpu(proc.pid), process_rss_mb(proc.pid)
-    arrived = counter.wait(120)
+    sampler = RssSampler(proc.pid)
+    arrived = counter.wait(1200)
+    samples = sampler.stop()
     cpu_last, rss_last = process_cpu(proc.pid), process_rss_mb(proc.pid)
-    _, stderr = proc.communicate(timeout=60)
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+    proc.wait(timeout=60)
+    peak = peak_rss_mb()
+    errors.seek(0)
+    stderr = errors.read()
+    errors.close()
     if proc.returncode != 0:
         raise SystemExit(f"daemon failed ({proc.returncode}):\n{stderr}")
     if not arrived:
@@ -186,7 +206,35 @@ qos = {qos}
     rate = (len(times) - 1) / (times[-1] - times[0])
     return {"rate": rate, "results": len(times),
             "cpu_ms_per_frame": (cpu_last - cpu_first) / (len(times) - 1) * 1000.0, "peak_rss_mb": peak,
-            "rss_first_mb": rss_first, "rss_last_mb": rss_last}
+            "rss_first_mb": rss_first, "rss_last_mb": rss_last, "rss_samples_mb": samples}
+
+
+class RssSampler:
+    """Samples a process's RSS every ``interval`` seconds in a thread until ``stop``."""
+
+    def __init__(self, pid: int, interval: float = 0.5) -> None:
+        self.pid, self.interval = pid, interval
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.samples.append(process_rss_mb(self.pid))
+            except OSError:  # the process has ended
+                return
+
+    def stop(self) -> list[float]:
+        self._stop.set()
+        self._thread.join()
+        return self.samples
+
+
+def peak_rss_mb() -> float:
+    """The largest peak RSS of the children reaped so far (``ru_maxrss``)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
 
 
 def process_rss_mb(pid: int) -> float:

@@ -42,9 +42,17 @@ class Classification:
         }
 
 
+_SECOND: tuple[int, str] = (-1, "")  # the last whole second formatted, and its text
+
+
 def iso_timestamp(seconds: float) -> str:
     """UTC ISO-8601 with milliseconds and a Z, e.g. 2026-11-29T07:00:00.123Z (once per result:
-    time.strftime is several times cheaper than building a datetime)."""
+    the seconds part is formatted once per second, time.strftime being most of the cost)."""
+    global _SECOND
     whole = int(seconds)
     millis = int((seconds - whole) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
+    cached, text = _SECOND  # one tuple read: another thread may replace it meanwhile, never half of it
+    if cached != whole:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        _SECOND = (whole, text)
+    return f"{text}.{millis:03d}Z"

@@ -24,10 +24,10 @@ anyway), and ``close``/``restart`` let go of this model's connection, not of the
 
 IPC: a frame crosses through shared memory (one input slot sized to the input tensor, one
 output slot, created and unlinked by this side, see ``engine/shm.py``) and a duplex
-``Pipe`` carries tiny "invoke" / "done" tuples. The pipe, rather than semaphores, because
-it also reports the child's death (EOF) and carries error messages, and ``poll(timeout)``
-gives the hang timeout for free. Cost: about one pipe round trip per frame (measured by
-``benchmarks/worker_overhead.py``).
+``Pipe`` carries a one-byte "invoke" and a nine-byte "done" (not pickled). The pipe, rather
+than semaphores, because it also reports the child's death (EOF) and carries error messages,
+and ``poll(timeout)`` gives the hang timeout for free. Cost: one pipe round trip per frame
+(``benchmarks/overhead.py`` measures it: the round trip minus the child's own invoke time).
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import multiprocessing
+import pickle
+import select
 import signal
 import threading
 import time
@@ -49,7 +51,7 @@ from edge_classifier import errors
 from edge_classifier.engine.host import Lease, shared_host
 from edge_classifier.engine.interpreter import ModelInfo
 from edge_classifier.engine.shm import SharedTensor
-from edge_classifier.engine.worker_child import ErrorReport, Fault, WorkerRequest, serve
+from edge_classifier.engine.worker_child import INVOKE, ErrorReport, Fault, WorkerRequest, done_seconds, serve
 from edge_classifier.errors import AcceleratorFailed, ConfigError, CustomOpError, EdgeClassifierError
 
 __all__ = ["WorkerEngine", "WorkerFailure"]
@@ -100,10 +102,12 @@ class WorkerEngine:
         self.start_timeout = start_timeout
         self.shared = shared
         self.restarts = 0
+        self.last_child_invoke_us = 0.0  # the last invoke's time in the child (the rest is the crossing)
         self._lock = threading.Lock()
         self._closed = False
         self._failure: WorkerFailure | None = None
         self._conn: Connection | None = None
+        self._poller = select.poll()
         self._process: BaseProcess | None = None
         self._lease: Lease | None = None  # a shared worker's hold on the engine host
         self._input: SharedTensor | None = None
@@ -153,12 +157,15 @@ class WorkerEngine:
             np.copyto(tensor_in.array, tensor)
             # Crossing to the child: after "invoke" the input slot is the child's until it answers.
             try:
-                conn.send(("invoke",))
+                conn.send_bytes(INVOKE)
             except OSError:
                 raise self._fail_dead("invoking") from None
-            reply = self._await(self.timeout, "invoking")
-            if reply[0] != "done":
+            data = self._await_bytes(self.timeout, "invoking")
+            took = done_seconds(data)
+            if took is None:
+                reply = pickle.loads(data)
                 raise self._fail("raised", f"{self._who()}: invoke failed in the worker: {reply[1]}")
+            self.last_child_invoke_us = took * 1e6
             # Crossing back: the child wrote the output slot before "done"; copy it out before
             # the next invoke overwrites it.
             return tensor_out.array.copy()
@@ -237,6 +244,10 @@ class WorkerEngine:
             process = context.Process(target=serve, args=(child_end, request), name="edge-classifier-engine",
                                       daemon=True)
         self._conn, self._process = conn, process
+        # One poll object per child: Connection.poll() builds a selector on every call, which
+        # was a fifth of the crossing's own cost.
+        self._poller = select.poll()
+        self._poller.register(conn.fileno(), select.POLLIN)
         try:
             if child_end is not None:
                 process.start()
@@ -261,21 +272,25 @@ class WorkerEngine:
         log.info("engine worker pid %s: %s on %s", process.pid, info.path.name, info.accelerator)
 
     def _await(self, timeout: float, doing: str) -> tuple[Any, ...]:
-        """The child's next message; AcceleratorFailed when it dies or stays silent ``timeout`` s."""
+        """The child's next (pickled) message; AcceleratorFailed when it dies or stays silent ``timeout`` s."""
+        message: tuple[Any, ...] = pickle.loads(self._await_bytes(timeout, doing))
+        return message
+
+    def _await_bytes(self, timeout: float, doing: str) -> bytes:
+        """The child's next message as bytes (see worker_child's protocol)."""
         conn = self._conn
         assert conn is not None
         # Crossing: the only place this side waits for the child. poll() wakes on a message,
         # on EOF (the child died: the kernel closed its end) or after the timeout.
-        if not conn.poll(timeout):
+        if not self._poller.poll(timeout * 1000.0):
             process = self._process
             if process is not None:
                 process.kill()
             raise self._fail("timeout", f"{self._who()}: no answer within {timeout:g} s while {doing}; killed it")
         try:
-            message: tuple[Any, ...] = conn.recv()
+            return conn.recv_bytes()
         except (EOFError, OSError):
             raise self._fail_dead(doing) from None
-        return message
 
     def _fail_dead(self, doing: str) -> AcceleratorFailed:
         process, lease = self._process, self._lease

@@ -1,6 +1,8 @@
 """The engine worker's child process: one ``Engine`` served over a pipe and shared memory.
 
-:func:`serve` is the ``spawn`` target of :class:`edge_classifier.engine.worker.WorkerEngine`.
+:func:`serve` is the ``spawn`` target of :class:`edge_classifier.engine.worker.WorkerEngine`;
+:func:`serve_model`, the conversation below, is also what each model's thread runs in the
+engine host (``engine/host_child.py``: every Edge TPU model of the daemon in one process).
 It opens the model with ``Engine.open`` here, in the child, so the Edge TPU delegate
 (libedgetpu) lives only in this process: when libedgetpu aborts on a USB transfer error,
 this process dies and the parent carries on.
@@ -10,11 +12,16 @@ The conversation on the pipe (small tuples; pixel data never goes through it)::
     child  -> ("ready", ModelInfo) | ("error", ErrorReport)       after Engine.open
     parent -> ("attach", input_name, output_name)                 the shared memory slots
     child  -> ("attached",)
-    parent -> ("invoke",)        the input slot holds a tensor    (repeated)
-    child  -> ("done",)          the output slot holds the answer
+    parent -> INVOKE             the input slot holds a tensor    (repeated)
+    child  -> DONE + seconds     the output slot holds the answer; the invoke took that long
             | ("failed", "RuntimeError: ...")                     invoke raised
     parent -> ("fault", "abort" | "raise" | "hang" ...)           fault injection (no answer)
     parent -> ("quit",) or closes its end                         the child exits
+
+The per-frame pair is not pickled: INVOKE is one byte, DONE one byte and the invoke's
+duration as a double, sent with ``send_bytes`` in the pipe's own framing. Every other
+message is a pickled tuple, whose first byte (the pickle protocol marker, 0x80) is
+neither INVOKE nor DONE, so each side tells them apart by the first byte.
 
 Fault injection (tests and field drills) copies the real failures: ``abort`` calls
 ``os.abort()`` as libedgetpu does, ``raise`` raises the RuntimeError a failed delegate
@@ -29,7 +36,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import pickle
 import signal
+import struct
 import time
 from multiprocessing.connection import Connection
 from typing import Any
@@ -38,8 +47,12 @@ from edge_classifier.engine.interpreter import Engine
 from edge_classifier.engine.shm import SharedTensor
 from edge_classifier.errors import ConfigError, CustomOpError, EdgeClassifierError
 
-__all__ = ["FAULTS", "FAULT_ENV", "FAULT_FILE_ENV", "ErrorReport", "Fault", "WorkerRequest", "ignore_stop_signals",
-           "serve", "serve_model"]
+__all__ = ["DONE", "FAULTS", "FAULT_ENV", "FAULT_FILE_ENV", "INVOKE", "ErrorReport", "Fault", "WorkerRequest",
+           "done_seconds", "ignore_stop_signals", "serve", "serve_model"]
+
+INVOKE = b"i"  # parent -> child: the input slot holds a tensor
+DONE = b"d"  # child -> parent, followed by the invoke's seconds (struct "d"): the output slot holds the answer
+_DONE = struct.Struct("=cd")
 
 FAULT_ENV = "EDGE_CLASSIFIER_WORKER_FAULT"
 # A file whose content is a fault, read by each new child while the file exists: a test can
@@ -166,24 +179,28 @@ def serve_model(conn: Connection, request: WorkerRequest,
 def _answer_invokes(conn: Connection, engine: Engine, tensor_in: SharedTensor, tensor_out: SharedTensor,
                     fault: Fault | None, device: contextlib.AbstractContextManager[Any]) -> None:
     good = 0
-    while (message := _recv(conn)) is not None:
-        op = message[0]
-        if op == "invoke":
+    while (data := _recv_bytes(conn)) is not None:
+        if data == INVOKE:
             # Crossing: the parent wrote the input slot before sending "invoke" and reads the
             # output slot only after our answer; neither touches a slot the other owns.
             try:
                 with device:
                     if fault is not None and not fault.on_open and good >= fault.after:
                         fault.fire()
+                    start = time.perf_counter()
                     tensor_out.array[...] = engine.invoke(tensor_in.array)
+                    took = time.perf_counter() - start
             except Exception as exc:
-                reply: tuple[Any, ...] = ("failed", f"{type(exc).__name__}: {exc}")
+                if not _send(conn, ("failed", f"{type(exc).__name__}: {exc}")):
+                    return
             else:
                 good += 1
-                reply = ("done",)
-            if not _send(conn, reply):
-                return
-        elif op == "fault":
+                if not _send_bytes(conn, _DONE.pack(DONE, took)):
+                    return
+            continue
+        message: tuple[Any, ...] = pickle.loads(data)
+        op = message[0]
+        if op == "fault":
             fault, good = Fault.parse(message[1]), 0
         elif op == "quit":
             return
@@ -208,12 +225,33 @@ def _staged_fault(request: WorkerRequest) -> Fault | None:
 
 
 def _recv(conn: Connection) -> tuple[Any, ...] | None:
-    """The next message, or None when the parent has gone (its end of the pipe closed)."""
+    """The next (pickled) message, or None when the parent has gone (its end of the pipe closed)."""
+    data = _recv_bytes(conn)
+    message: tuple[Any, ...] | None = None if data is None else pickle.loads(data)
+    return message
+
+
+def _recv_bytes(conn: Connection) -> bytes | None:
+    """The next message's bytes, or None when the parent has gone."""
     try:
-        message: tuple[Any, ...] = conn.recv()
+        return conn.recv_bytes()
     except (EOFError, OSError):
         return None
-    return message
+
+
+def _send_bytes(conn: Connection, data: bytes) -> bool:
+    try:
+        conn.send_bytes(data)
+    except OSError:
+        return False
+    return True
+
+
+def done_seconds(data: bytes) -> float | None:
+    """The invoke's duration from a DONE message; None for any other message."""
+    if len(data) == _DONE.size and data[:1] == DONE:
+        return float(_DONE.unpack(data)[1])
+    return None
 
 
 def _send(conn: Connection, message: tuple[Any, ...]) -> bool:

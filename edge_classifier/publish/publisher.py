@@ -29,7 +29,7 @@ from typing import Any, Protocol, TextIO
 from edge_classifier.daemon.pipeline import Outcome
 from edge_classifier.publish.connection import MqttConnection
 from edge_classifier.publish.outbox import Message, Outbox
-from edge_classifier.publish.payload import encode, event_payload, result_payload
+from edge_classifier.publish.payload import encode, encode_result, event_payload
 from edge_classifier.publish.policy import PublishPolicy
 from edge_classifier.publish.trouble import DeliveryTrouble
 
@@ -51,6 +51,8 @@ class OutboxLike(Protocol):
     write_errors: int
 
     def __len__(self) -> int: ...
+    @property
+    def pending(self) -> int: ...
     def append(self, message: Message) -> int: ...
     def next_to_send(self, window: int) -> Message | None: ...
     def sent(self, mid: int) -> None: ...
@@ -135,7 +137,19 @@ class Publisher:
             # Crossing: these are called from paho's network thread; they only enqueue.
             connection._on_connected = lambda: self._inbox.put(("connected", None))
             connection._on_disconnected = lambda: self._inbox.put(("disconnected", None))
-            connection._on_published = lambda mid, refusal: self._inbox.put(("acked", (mid, refusal)))
+            connection._on_published = self._on_ack
+        # Acks (paho's thread) wait in _acks; they wake the publish thread only while it needs
+        # them at once (see _wants_acks): two wake-ups a result (the result, then its PUBACK)
+        # were most of the publish thread's cost at a frame-rate cap.
+        self._acks: collections.deque[tuple[int, tuple[int, str] | None]] = collections.deque()
+        self._ack_wake = True
+
+    def _on_ack(self, mid: int, refusal: tuple[int, str] | None) -> None:
+        # Crossing: paho's network thread. Append first, then read the flag: the publish
+        # thread sets the flag first, then drains, so no ack it waits for is left unseen.
+        self._acks.append((mid, refusal))
+        if self._ack_wake:
+            self._inbox.put(("acks", None))
 
     def start(self) -> Publisher:
         self._thread.start()
@@ -192,10 +206,15 @@ class Publisher:
         try:
             while True:
                 wait = 0.5 if deadline is None else max(0.0, deadline - time.monotonic())
-                try:
-                    batch = [self._inbox.get(timeout=wait)]
-                except queue.Empty:
-                    batch = []
+                self._ack_wake = self._wants_acks(deadline)
+                if self._acks:
+                    batch = []  # acks came meanwhile: take them (below) without waiting
+                else:
+                    try:
+                        batch = [self._inbox.get(timeout=wait)]
+                    except queue.Empty:
+                        batch = []
+                self._take_acks()
                 # Take whatever else is already queued, so the disk spool is synced once
                 # per batch and the network is touched once per batch.
                 while True:
@@ -224,6 +243,21 @@ class Publisher:
         finally:
             self.outbox.flush()
             self._print()
+
+    def _wants_acks(self, deadline: float | None) -> bool:
+        """Whether an ack must wake this thread: closing (waiting for the outbox to empty), or
+        messages pending that may wait for one (the window is full, or resends are under way).
+        Otherwise acks are taken with the next result or within the 0.5 s idle wake-up."""
+        return deadline is not None or self.outbox.pending > 0
+
+    def _take_acks(self) -> None:
+        acks = self._acks
+        while acks:
+            mid, refusal = acks.popleft()
+            try:
+                self._handle("acked", (mid, refusal))
+            except Exception:
+                log.exception("publisher: handling an ack failed")
 
     def _print(self) -> None:
         """Write this batch's results to stdout (after the spool's flush; a result still within
@@ -254,8 +288,8 @@ class Publisher:
         elif kind == "policy":
             self.policy = value
             self._policies.clear()
-        elif kind == "disconnected":
-            pass
+        elif kind in ("disconnected", "acks"):
+            pass  # acks: a wake-up only, _run takes them from _acks
         else:
             raise ValueError(f"unknown publisher message {kind!r}")
 
@@ -298,10 +332,10 @@ class Publisher:
         self.classified += 1
         if not self._policy_for(outcome.frame.source).decide(result.top, time.monotonic()):
             return
-        payload = result_payload(self.device, outcome.frame, result)
-        self._send(self.topics.result, payload, self.qos, self.retain)
+        data = encode_result(self.device, outcome.frame, result)
+        self._send_data(self.topics.result, data, self.qos, self.retain)
         if self.per_source:
-            self._send(self.topics.source_result(outcome.frame.source), payload, self.qos, self.retain)
+            self._send_data(self.topics.source_result(outcome.frame.source), data, self.qos, self.retain)
         self.results += 1
         if self._on_published is not None:
             self._on_published(outcome)
@@ -328,7 +362,9 @@ class Publisher:
             self._send_state(online=False)
 
     def _send(self, topic: str, payload: dict[str, Any], qos: int, retain: bool) -> None:
-        data = encode(payload)
+        self._send_data(topic, encode(payload), qos, retain)
+
+    def _send_data(self, topic: str, data: bytes, qos: int, retain: bool) -> None:
         if self._stdout is not None and topic == self.topics.result:
             self._printed.append(data.decode("utf-8") + "\n")
         if self._connection is None:
