@@ -17,7 +17,7 @@ import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import paho.mqtt.client as paho
 
@@ -29,7 +29,6 @@ from edge_classifier.control.channel import CommandChannel
 from edge_classifier.control.commands import CommandHandler
 from edge_classifier.control.requests import FLEET_PREFIX, Request
 from edge_classifier.daemon import report, sources
-from edge_classifier.daemon.learning import COLLECT_TIMEOUT, FramesCollected, Learning
 from edge_classifier.daemon.modelctl import ModelControl
 from edge_classifier.daemon.models import worker_count
 from edge_classifier.daemon.pipeline import ModelSet, Outcome, Pipeline
@@ -49,6 +48,9 @@ from edge_classifier.source.base import Source
 from edge_classifier.source.capture import EventCallback
 from edge_classifier.source.group import CaptureGroup
 from edge_classifier.source.registry import open_source
+
+if TYPE_CHECKING:  # imported when [learn] is on: learn/ is not needed to start (READY)
+    from edge_classifier.daemon.learning import FramesCollected, Learning
 
 __all__ = ["Daemon"]
 
@@ -137,6 +139,8 @@ class Daemon:
                                  reason=self._models.fallback)
         workers = max(worker_count(config.model, "cpu"), worker_count(config.model, "edgetpu"))
         if config.learn.enabled:
+            from edge_classifier.daemon.learning import Learning
+
             self.learning = Learning(config.learn, workers, self.control.put,
                                      limits=ImageLimits(config.source.max_pixels, config.source.max_bytes))
             stack.callback(self.learning.close)
@@ -246,7 +250,7 @@ class Daemon:
                 self.channel.answer(item)
             elif isinstance(item, paho.MQTTMessage):
                 self._on_birth(item)
-            elif isinstance(item, FramesCollected):
+            elif self.learning is not None and self.learning.delivered(item):
                 self._frames_collected(item)
             elif item is not None and self.modelctl is not None:
                 self.modelctl.handle(item)
@@ -355,6 +359,8 @@ class Daemon:
                                                      "added": len(item.embeddings), "classes": dict(head.classes())})
 
     def _learning_tick(self, now: float) -> None:
+        from edge_classifier.daemon.learning import COLLECT_TIMEOUT
+
         assert self.learning is not None
         expired = self.learning.expired(now)
         if expired is not None:

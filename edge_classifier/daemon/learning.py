@@ -92,6 +92,11 @@ class Learning:
 
     # --- worker threads -------------------------------------------------------------------
 
+    @staticmethod
+    def delivered(item: object) -> bool:
+        """Whether ``item`` (from the control queue) is this class's :class:`FramesCollected`."""
+        return isinstance(item, FramesCollected)
+
     def annotate(self, worker: int, frame: Frame, classification: Classification) -> Classification:
         embedding = self._embedders[worker + 1].embed(frame.image, frame.rgb)
         collect = self._collect

@@ -23,7 +23,6 @@ from edge_classifier.daemon.pipeline import ModelSet
 from edge_classifier.engine.edgetpu import library_problem
 from edge_classifier.engine.interpreter import Engine, EngineLike
 from edge_classifier.engine.model import ModelFile
-from edge_classifier.engine.worker import WorkerEngine
 from edge_classifier.errors import AcceleratorError, ConfigError
 from edge_classifier.store.store import sidecar_labels
 
@@ -99,6 +98,10 @@ def open_engines(spec: EngineSpec) -> list[EngineLike]:
         for index in range(spec.count):
             device = spec.devices[index] if index < len(spec.devices) else ""
             if spec.isolated:
+                # Imported here: multiprocessing and shared memory, only for the Edge TPU and
+                # model.isolate (~0.5 s of an emulated start-up that most never need).
+                from edge_classifier.engine.worker import WorkerEngine
+
                 engines.append(WorkerEngine.open(spec.path, accelerator=spec.accelerator, device=device,
                                                  threads=spec.threads, timeout=spec.timeout))
             else:
