@@ -1,6 +1,6 @@
 """The whole field rig, as ``scripts/test`` runs it after pytest: every guest, one at a time.
 
-    python3 tests/field/whole.py [--cache DIR]
+    python3 tests/field/whole.py [--cache DIR] [--keep DIR]
 
 Bookworm amd64 and Trixie amd64 (the full service checks), then Trixie arm64 (the aarch64
 wheels, ``classify`` and a short ``run``). One VM at a time: the host may have 2 cores.
@@ -72,6 +72,7 @@ def cannot_run(cache: Path) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, default=rig.CACHE)
+    parser.add_argument("--keep", type=Path, help="keep each guest's results in DIR/SUITE-ARCH")
     args = parser.parse_args(argv)
     reason = cannot_run(args.cache)
     if reason is not None:
@@ -81,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     summary = []
     for suite, arch, timeout in GUESTS:
         t = time.monotonic()
+        keep = ["--keep", str(args.keep / f"{suite}-{arch}")] if args.keep else []
         code = subprocess.run([sys.executable, str(rig.HERE / "rig.py"), "--suite", suite, "--arch", arch,
-                               "--cache", str(args.cache), "--timeout", str(timeout)], check=False).returncode
+                               "--cache", str(args.cache), "--timeout", str(timeout), *keep], check=False).returncode
         summary.append((f"{suite} {arch}", code, time.monotonic() - t))
     failed = [name for name, code, _ in summary if code != 0]
     for name, code, seconds in summary:
