@@ -194,8 +194,11 @@ def run(suite: str, arch: str, mode: str, cache: Path, timeout: float, keep: Pat
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image / "rootfs.raw"), "-F", "raw",
                         str(disk)], check=True)
         step(f"boot {suite} {arch} ({mode}); console: {work / 'console.log'}")
+        load = os.getloadavg()[0]
         seconds["vm"] = boot(qemu_command(image, arch, disk, share, work / "console.log"), timeout)
         report = read_report(share / "results", seconds)
+        # The guest's times are the host's to give: say how busy it was.
+        report.figures["host_load_1min_at_boot_and_end"] = f"{load:.1f} {os.getloadavg()[0]:.1f}"
         if keep is not None:
             shutil.rmtree(keep, ignore_errors=True)
             shutil.copytree(share / "results", keep)
