@@ -19,7 +19,6 @@ from edge_classifier.config.runtime import apply_changes
 from edge_classifier.control.requests import Request
 from edge_classifier.daemon import report
 from edge_classifier.errors import ConfigError, EdgeClassifierError, shown
-from edge_classifier.learn.head import MAX_LABEL_LENGTH
 
 if TYPE_CHECKING:
     from edge_classifier.control.device import Device
@@ -228,6 +227,8 @@ class _Learn:
         label = arguments.get("label")
         if not isinstance(label, str) or not label.strip():
             raise CommandError("label: must be a non-empty string")
+        from edge_classifier.learn.head import MAX_LABEL_LENGTH  # here: the daemon starts without learn/
+
         if len(label) > MAX_LABEL_LENGTH:
             raise CommandError(f"label: {shown(label, 40)} is too long: at most {MAX_LABEL_LENGTH} characters")
         return label

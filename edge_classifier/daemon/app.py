@@ -21,7 +21,7 @@ import signal
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import paho.mqtt.client as paho
 
@@ -33,7 +33,6 @@ from edge_classifier.control.commands import CommandHandler
 from edge_classifier.control.requests import Request
 from edge_classifier.daemon import reconfigure, report, sources, wiring
 from edge_classifier.daemon.emit import Emitter, StatusLine
-from edge_classifier.daemon.learning import FramesCollected, Learning
 from edge_classifier.daemon.modelctl import ModelControl
 from edge_classifier.daemon.models import worker_count
 from edge_classifier.daemon.online import BeforeOnline
@@ -41,7 +40,6 @@ from edge_classifier.daemon.pipeline import ModelSet, Pipeline
 from edge_classifier.daemon.shutdown import shut_down
 from edge_classifier.daemon.signals import ControlQueue
 from edge_classifier.daemon.swap import SwapRequest
-from edge_classifier.daemon.teaching import Teaching
 from edge_classifier.errors import EdgeClassifierError
 from edge_classifier.preprocess.decode import ImageLimits
 from edge_classifier.publish.connection import MqttConnection
@@ -52,6 +50,10 @@ from edge_classifier.source.base import Source
 from edge_classifier.source.capture import EventCallback
 from edge_classifier.source.group import CaptureGroup
 from edge_classifier.source.registry import open_source
+
+if TYPE_CHECKING:  # imported when [learn] is on: learn/ is not needed to start (READY)
+    from edge_classifier.daemon.learning import Learning
+    from edge_classifier.daemon.teaching import Teaching
 
 __all__ = ["Daemon"]
 
@@ -153,6 +155,9 @@ class Daemon:
                                  reason=self._models.fallback)
         workers = max(worker_count(config.model, "cpu"), worker_count(config.model, "edgetpu"))
         if config.learn.enabled:
+            from edge_classifier.daemon.learning import Learning
+            from edge_classifier.daemon.teaching import Teaching
+
             self.learning = Learning(config.learn, workers, self.control.put,
                                      limits=ImageLimits(config.source.max_pixels, config.source.max_bytes),
                                      model=config.model)
@@ -245,7 +250,7 @@ class Daemon:
             self.channel.answer(item)
         elif isinstance(item, paho.MQTTMessage):
             self._on_birth(item)
-        elif isinstance(item, FramesCollected):
+        elif self.learning is not None and self.learning.delivered(item):
             assert self.teaching is not None
             self.teaching.collected(item)
         elif item is not None and self.modelctl is not None:

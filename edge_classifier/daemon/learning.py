@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -102,6 +102,11 @@ class Learning:
                  source, first.info.name, first.size, first.info.accelerator)
 
     # --- worker threads -------------------------------------------------------------------
+
+    @staticmethod
+    def delivered(item: object) -> TypeGuard[FramesCollected]:
+        """Whether ``item`` (from the control queue) is this class's :class:`FramesCollected`."""
+        return isinstance(item, FramesCollected)
 
     def annotate(self, worker: int, frame: Frame, classification: Classification,
                  engine: EngineLike | None = None) -> Classification:

@@ -23,12 +23,9 @@ from edge_classifier.classifier import Classifier, resolve_labels
 from edge_classifier.config.schema import ClassifyConfig, Config, ModelConfig
 from edge_classifier.daemon.modelsets import DEFAULT, ModelSet
 from edge_classifier.engine.edgetpu import library_problem
-from edge_classifier.engine.host import HOST_ENV
 from edge_classifier.engine.interpreter import Engine, EngineLike
 from edge_classifier.engine.model import ModelFile
-from edge_classifier.engine.worker import WorkerEngine
 from edge_classifier.errors import AcceleratorError, ConfigError
-from edge_classifier.learn.embedder import FROM_MODEL
 from edge_classifier.store.store import sidecar_labels
 
 __all__ = ["EngineSpec", "ModelPlan", "fallback_spec", "open_engines", "open_model_set", "plan_model",
@@ -92,7 +89,11 @@ def plan_model(model: ModelConfig, path: str | Path | None = None, labels: str |
         count = worker_count(model, "cpu")
         # $EDGE_CLASSIFIER_WORKER_HOST=shared puts isolated CPU workers in the engine host too:
         # how the shared host is tested (and drilled) without a TPU.
-        shared = model.isolate and os.environ.get(HOST_ENV, "") == "shared"
+        shared = False
+        if model.isolate:  # engine/ and multiprocessing only when used (the start-up imports, READY)
+            from edge_classifier.engine.host import HOST_ENV
+
+            shared = os.environ.get(HOST_ENV, "") == "shared"
         cpu = EngineSpec(cpu_file, "cpu", ("",) * count, max(1, model.threads // count), count, model.isolate,
                          model.invoke_timeout, embedding, shared)
     if tpu is None and cpu is None:
@@ -106,7 +107,11 @@ def plan_model(model: ModelConfig, path: str | Path | None = None, labels: str |
 
 def wants_embedding(config: Config) -> bool:
     """Whether the model's engines should give the penultimate tensor: learned classes from the model."""
-    return config.learn.enabled and config.learn.extractor == FROM_MODEL
+    if not config.learn.enabled:
+        return False
+    from edge_classifier.learn.embedder import FROM_MODEL  # learn/ only with [learn] (start-up imports)
+
+    return config.learn.extractor == FROM_MODEL
 
 
 def open_engines(spec: EngineSpec) -> list[EngineLike]:
@@ -115,6 +120,10 @@ def open_engines(spec: EngineSpec) -> list[EngineLike]:
         for index in range(spec.count):
             device = spec.devices[index] if index < len(spec.devices) else ""
             if spec.isolated:
+                # Imported here: multiprocessing and shared memory, only for the Edge TPU and
+                # model.isolate (~0.5 s of an emulated start-up that most never need).
+                from edge_classifier.engine.worker import WorkerEngine
+
                 engines.append(WorkerEngine.open(spec.path, accelerator=spec.accelerator, device=device,
                                                  threads=spec.threads, timeout=spec.timeout, shared=spec.shared))
             else:

@@ -17,6 +17,7 @@ allows, or False. A mismatch on a local file never tells its sha256 or size.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.client
 import logging
@@ -50,12 +51,18 @@ MAX_NAME = 255  # bytes in a file name (NAME_MAX on Linux filesystems)
 _CHUNK = 64 * 1024
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
 
-_OPENER = urllib.request.OpenerDirector()
-for _handler in (urllib.request.ProxyHandler(), urllib.request.HTTPHandler(), urllib.request.HTTPSHandler(),
-                 urllib.request.HTTPRedirectHandler(), urllib.request.HTTPErrorProcessor(),
-                 urllib.request.HTTPDefaultErrorHandler(), urllib.request.FileHandler(),
-                 urllib.request.UnknownHandler()):
-    _OPENER.add_handler(_handler)
+
+@functools.cache
+def _opener() -> urllib.request.OpenerDirector:
+    """Made on the first download, not at import: its HTTPS handler loads the system's CA
+    bundle, which took ~0.4 s of the daemon's start-up under emulation (a slow Pi too)."""
+    opener = urllib.request.OpenerDirector()
+    for handler in (urllib.request.ProxyHandler(), urllib.request.HTTPHandler(), urllib.request.HTTPSHandler(),
+                    urllib.request.HTTPRedirectHandler(), urllib.request.HTTPErrorProcessor(),
+                    urllib.request.HTTPDefaultErrorHandler(), urllib.request.FileHandler(),
+                    urllib.request.UnknownHandler()):
+        opener.add_handler(handler)
+    return opener
 
 
 def file_sha256(path: Path) -> str:
@@ -171,7 +178,7 @@ def fetch_signature(url: str, held: Path, *, timeout: float = DEFAULT_TIMEOUT,
     if urlsplit(sig_url).scheme == "file":
         _check_file_url(sig_url, allow_files)
     try:
-        response = _OPENER.open(sig_url, timeout=timeout)
+        response = _opener().open(sig_url, timeout=timeout)
     except urllib.error.HTTPError as exc:
         exc.close()
         if exc.code == 404:
@@ -211,7 +218,7 @@ def _download(url: str, out: BinaryIO, max_bytes: int, timeout: float, deadline:
     """Stream ``url`` into ``out`` (fsynced): (sha256, size)."""
     start = time.monotonic()
     try:
-        response = _OPENER.open(url, timeout=min(timeout, deadline))
+        response = _opener().open(url, timeout=min(timeout, deadline))
     except urllib.error.HTTPError as exc:
         exc.close()
         raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from exc

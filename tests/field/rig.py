@@ -78,13 +78,19 @@ def _requirements() -> list[str]:
     return list(project["dependencies"])
 
 
+def wheel_cache(image: Path, suite: str, arch: str, cache: Path) -> Path:
+    """Where the guest's dependency wheels are cached: per guest, apt numpy and requirements."""
+    numpy = (image / "numpy-version").read_text().strip()
+    key = hashlib.sha256(json.dumps([suite, arch, GUESTS[(suite, arch)], numpy, _requirements()]).encode())
+    return cache / "wheels" / f"{suite}-{arch}-{key.hexdigest()[:16]}"
+
+
 def build_wheels(image: Path, suite: str, arch: str, cache: Path, out: Path) -> None:
     """The guest's wheels into ``out``: dependencies (cached) and this checkout (fresh)."""
     guest = GUESTS[(suite, arch)]
     numpy = (image / "numpy-version").read_text().strip()
     requirements = _requirements()
-    key = hashlib.sha256(json.dumps([suite, arch, guest, numpy, requirements]).encode()).hexdigest()[:16]
-    deps = cache / "wheels" / f"{suite}-{arch}-{key}"
+    deps = wheel_cache(image, suite, arch, cache)
     if not (deps / "complete").exists():
         shutil.rmtree(deps, ignore_errors=True)
         deps.mkdir(parents=True)
@@ -136,8 +142,9 @@ def qemu_command(image: Path, arch: str, disk: Path, share: Path, console: Path)
         return ["qemu-system-x86_64", "-machine", "q35", "-accel", "tcg,thread=multi", "-cpu", "max",
                 "-append", "root=/dev/vda rw console=ttyS0 quiet", *common]
     # cortex-a72 (a Pi 4's core), not `max`: emulating `max`'s pointer authentication is slow.
+    # The arm64 image has no systemd: foreign.py's initramfs runs guest/run (rdinit=/init).
     return ["qemu-system-aarch64", "-machine", "virt", "-accel", "tcg,thread=multi", "-cpu", "cortex-a72",
-            "-append", "root=/dev/vda rw console=ttyAMA0 quiet", *common]
+            "-append", "rdinit=/init console=ttyAMA0", *common]
 
 
 def boot(command: list[str], timeout: float) -> float:
@@ -187,8 +194,11 @@ def run(suite: str, arch: str, mode: str, cache: Path, timeout: float, keep: Pat
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image / "rootfs.raw"), "-F", "raw",
                         str(disk)], check=True)
         step(f"boot {suite} {arch} ({mode}); console: {work / 'console.log'}")
+        load = os.getloadavg()[0]
         seconds["vm"] = boot(qemu_command(image, arch, disk, share, work / "console.log"), timeout)
         report = read_report(share / "results", seconds)
+        # The guest's times are the host's to give: say how busy it was.
+        report.figures["host_load_1min_at_boot_and_end"] = f"{load:.1f} {os.getloadavg()[0]:.1f}"
         if keep is not None:
             shutil.rmtree(keep, ignore_errors=True)
             shutil.copytree(share / "results", keep)

@@ -42,13 +42,13 @@ def test_amd64_service(suite: str) -> None:
     assert not missing, done.stdout
 
 
-@pytest.mark.timeout(7200)
+@pytest.mark.timeout(3600)
 def test_arm64_classify_and_short_run() -> None:
-    """Not yet run to the end: building the arm64 image runs debootstrap's second stage
-    under TCG (tens of minutes, once), then the guest installs the aarch64 wheels, runs
+    """The arm64 image: debootstrap's first stage, the other .debs unpacked on the host and a
+    small init instead of systemd (foreign.py); the guest installs the aarch64 wheels, runs
     `classify` and a 20-frame `run`."""
     if shutil.which("qemu-system-aarch64") is None:
         subprocess.run(["bash", str(HERE / "install-deps")], check=True)
-    done = _rig("--suite", "trixie", "--arch", "arm64", "--timeout", "3000")
+    done = _rig("--suite", "trixie", "--arch", "arm64")
     assert done.returncode == 0, done.stdout + done.stderr
     assert _checks(done.stdout) >= {"classify": "PASS", "short_run": "PASS"}
