@@ -118,7 +118,7 @@ def main() -> None:
     if shutil.which("mosquitto") is None:
         raise SystemExit("mosquitto is not installed (apt-get install mosquitto)")
     cross = crossing(SMALL, args.crossings)
-    old = worker_overhead.measure(SMALL, 500, 5)
+    old = worker_overhead.measure(SMALL, 500, 5, shared=False)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         (work / "frames").mkdir()
