@@ -140,6 +140,11 @@ class SourceConfig:
                                    "1080p image, but scores move (see README); off: the reference whole decode. "
                                    "Not with rotate, flip or roi, nor model.resize other than stretch.")
 
+    @property
+    def wildcard(self) -> bool:
+        """An mqtt source whose topic filter has ``+`` or ``#``: each topic it matches is a camera."""
+        return self.kind == "mqtt" and any(c in self.uri for c in "+#")
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ModelConfig:

@@ -29,14 +29,10 @@ def model_key(config: Config, name: str) -> str:
     return resolve_name(config.model.dir, name).name
 
 
-def _wildcard(source: SourceConfig) -> bool:
-    return source.kind == "mqtt" and any(c in source.uri for c in "+#")
-
-
 def route(source: SourceConfig, key: str) -> Route:
     """Where the frames of ``source`` go: an mqtt wildcard's frames report their topic, so its
     route matches them by the source's topic filter."""
-    return Route(key, source.uri if _wildcard(source) else "")
+    return Route(key, source.uri if source.wildcard else "")
 
 
 def routes_of(config: Config) -> dict[str, Route]:

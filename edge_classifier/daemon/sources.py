@@ -37,20 +37,20 @@ def several_cameras(config: Config) -> bool:
     """Whether the daemon can have more than one camera: ``[[sources]]``, or an mqtt wildcard.
     Only then does each result go to ``{prefix}/source/{name}/result`` too (one camera's
     results are all of ``{prefix}/result`` already; no traffic is doubled for nothing)."""
-    wildcard = any(s.kind == "mqtt" and any(c in s.uri for c in "+#") for s in sources_of(config))
+    wildcard = any(s.wildcard for s in sources_of(config))
     return bool(config.sources) or wildcard
 
 
 def ha_cameras(config: Config) -> tuple[str, ...]:
     """The ``[[sources]]`` that get their own Home Assistant label and score entities: all but
     mqtt wildcards (whose cameras are the topics that turn up, unknown in advance)."""
-    return tuple(s.name for s in config.sources if not (s.kind == "mqtt" and any(c in s.uri for c in "+#")))
+    return tuple(s.name for s in config.sources if not s.wildcard)
 
 
 def _reported(config: Config, source: SourceConfig) -> SourceConfig:
     """In ``[[sources]]`` an mqtt wildcard's frames report their topic (each topic is a camera);
     its ``name`` names the source in commands and stats."""
-    if config.sources and source.kind == "mqtt" and any(c in source.uri for c in "+#"):
+    if config.sources and source.wildcard:
         return dataclasses.replace(source, name="")
     return source
 

@@ -167,7 +167,7 @@ class CaptureGroup:
         wildcard's: those of every topic it matches too) or camera ``name``'s as results report it;
         None when nothing runs or ran under that name."""
         config = self.configs.get(name)
-        if config is not None and config.kind == "mqtt" and any(c in config.uri for c in "+#"):
+        if config is not None and config.wildcard:
             uri = config.uri
             return lambda source: source == name or topic_matches_sub(uri, source)
         if config is not None or name in self.tally.names():
