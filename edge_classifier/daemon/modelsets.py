@@ -108,6 +108,12 @@ class ModelSets:
         for key, models in self._sets.items():
             models.key = key
         self._routes: dict[str, Route] = dict(routes or {})
+        self._counted()
+
+    def _counted(self) -> None:
+        """After each change of the sets: what every frame's take reads, worked out once."""
+        self.fewest_classifiers = min(len(models.classifiers) for models in self._sets.values())
+        """Workers beyond this count wait: not every set has an interpreter for them."""
 
     @property
     def default(self) -> ModelSet:
@@ -132,10 +138,6 @@ class ModelSets:
         route = self._routes.get(source)
         return route.key if route is not None else DEFAULT
 
-    @property
-    def fewest_classifiers(self) -> int:
-        """Workers beyond this count wait: not every set has an interpreter for them."""
-        return min(len(models.classifiers) for models in self._sets.values())
 
     def for_frame(self, frame: Frame) -> ModelSet:
         """The set to classify ``frame`` with (a worker, under the pipeline's take lock)."""
@@ -160,6 +162,7 @@ class ModelSets:
         models.key = key
         old = self._sets.get(key)
         self._sets = {**self._sets, key: models}
+        self._counted()
         return old
 
     def reroute(self, routes: Mapping[str, Route], added: Mapping[str, ModelSet]) -> list[ModelSet]:
@@ -172,4 +175,5 @@ class ModelSets:
         unused = [models for key, models in sets.items() if key not in used]
         self._sets = {key: models for key, models in sets.items() if key in used}
         self._routes = dict(routes)
+        self._counted()
         return unused
