@@ -11,7 +11,8 @@ import signal
 from pathlib import Path
 
 from support.broker import Probe
-from support.daemon import DaemonProcess, write_config
+from support.daemon import DaemonProcess
+from support.device import daemon_config, retained, wait_online
 from support.testdata import image, model
 from test_homeassistant import device_problems, problems
 
@@ -33,17 +34,8 @@ def config(tmp_path: Path, port: int, cameras: tuple[str, ...], *, device_based:
             folder.mkdir()
             shutil.copy(image("parrot.jpg"), folder / "parrot.jpg")
         tables += f'[[sources]]\nname = "{name}"\nkind = "images"\nuri = "{folder}"\nloop = true\nfps = 4\n'
-    return write_config(tmp_path / "config.toml", f"""
-[device]
-id = "hacams"
-{tables}
-[model]
-path = "{SMALL}.tflite"
-dir = "{store}"
-accelerator = "cpu"
-[mqtt]
-host = "127.0.0.1"
-port = {port}
+    return daemon_config(tmp_path / "config.toml", device="hacams", port=port, model=f"{SMALL}.tflite",
+                         store=store, sources=tables, extra=f"""
 [publish]
 stats_interval = 3600
 [homeassistant]
@@ -52,21 +44,9 @@ device_discovery = {str(device_based).lower()}
 """)
 
 
-def retained(broker) -> dict[str, bytes]:
-    """The retained discovery configs on the broker now, as a late Home Assistant finds them."""
-    with Probe(broker.host, broker.port) as late:
-        late.subscribe("homeassistant/#")
-        late.publish("homeassistant/fence", b"x", qos=1)  # not retained: marks the end of the replay
-        found = {}
-        while (message := late.expect("homeassistant/#", timeout=10)).topic != "homeassistant/fence":
-            found[message.topic] = message.payload
-        return found
-
-
 def online(probe: Probe) -> None:
     probe.subscribe(f"{PREFIX}/status")
-    while probe.expect(f"{PREFIX}/status", timeout=30).text != "online":
-        pass
+    wait_online(probe, PREFIX)
 
 
 def test_device_based_one_label_and_score_per_camera_sighup_removes_birth_announces(tmp_path, broker):

@@ -12,6 +12,7 @@ import signal
 import pytest
 from support.broker import Probe
 from support.daemon import DaemonProcess, write_config
+from support.device import retained
 from support.testdata import image, model
 
 SMALL, OTHER = "mobilenet_v1_0.25_128_quant", "mobilenet_v1_0.5_160_quant"
@@ -110,20 +111,10 @@ def test_discovery_removed_when_the_device_id_changes_and_when_turned_off(tmp_pa
             daemon.signal(signal.SIGTERM)
             assert daemon.wait(10) == 0
 
-    def retained() -> dict[str, bytes]:
-        """The retained discovery configs on the broker now, as a late Home Assistant finds them."""
-        with Probe(broker.host, broker.port) as late:
-            late.subscribe("homeassistant/#")
-            late.publish("homeassistant/fence", b"x", qos=1)  # not retained: marks the end of the replay
-            found = {}
-            while (message := late.expect("homeassistant/#", timeout=10)).topic != "homeassistant/fence":
-                found[message.topic] = message.payload
-            return found
-
     run()
-    assert set(retained()) == {"homeassistant/device/hapi/config"}
+    assert set(retained(broker)) == {"homeassistant/device/hapi/config"}
     run(device="hapi2")
-    assert set(retained()) == {"homeassistant/device/hapi2/config"}  # the old device is gone
+    assert set(retained(broker)) == {"homeassistant/device/hapi2/config"}  # the old device is gone
     run(device="hapi2", ha="enabled = false")
-    assert retained() == {}
+    assert retained(broker) == {}
     assert json.loads((store / "homeassistant.json").read_text()) == {"announced": None}

@@ -15,8 +15,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import device
 from support.broker import Probe
 from support.daemon import DaemonProcess, write_config
+from support.device import daemon_config, wait_online
 from support.testdata import BIRDS, V1_025, V1_050, image, model
 
 PREFIX = "edge-classifier/twomodels"
@@ -49,34 +51,23 @@ loop = true
 fps = 8
 {f'model = "{chosen}"' if chosen else ""}
 ''' for name, chosen in (("front", front), ("yard", yard)))
-    return write_config(tmp_path / "config.toml", f"""
-[device]
-id = "twomodels"
-{tables}
-[model]
-path = "{V1_025}.tflite"
-dir = "{store}"
-accelerator = "cpu"
+    return daemon_config(tmp_path / "config.toml", device="twomodels", port=port, model=f"{V1_025}.tflite",
+                         store=store, sources=tables, extra="""
 [classify]
 top_k = 1
 threshold = 0.0
-[mqtt]
-host = "127.0.0.1"
-port = {port}
 [publish]
 stats_interval = 0
 """)
 
 
 def ask(probe: Probe, name: str, arguments: dict, timeout: float = 20) -> dict:
-    reply = probe.request(f"{PREFIX}/cmd/{name}", json.dumps(arguments).encode(), timeout=timeout)
-    return json.loads(reply.payload)
+    return device.ask(probe, PREFIX, name, arguments, timeout)
 
 
 def online(probe: Probe) -> None:
     probe.subscribe(f"{PREFIX}/status")
-    while probe.expect(f"{PREFIX}/status", timeout=30).text != "online":
-        pass
+    wait_online(probe, PREFIX)
 
 
 def next_of(daemon: DaemonProcess, wanted: dict[str, str], count: int = 3) -> dict[str, list[dict]]:

@@ -15,16 +15,18 @@ from support.daemon import write_config
 
 
 def daemon_config(path: Path, *, device: str, port: int, model: Path | str, sources: str,
-                  extra: str = "", mqtt: str = "") -> Path:
+                  extra: str = "", mqtt: str = "", store: Path | str | None = None) -> Path:
     """A config file for a daemon on the CPU with MQTT on the test broker: ``sources`` are its
-    ``[source]`` or ``[[sources]]`` tables, ``mqtt`` more lines of ``[mqtt]``, ``extra`` any
-    further sections."""
+    ``[source]`` or ``[[sources]]`` tables, ``store`` its ``model.dir``, ``mqtt`` more lines of
+    ``[mqtt]``, ``extra`` any further sections."""
+    store_line = f'dir = "{store}"' if store is not None else ""
     return write_config(path, f"""
 [device]
 id = "{device}"
 {sources}
 [model]
 path = "{model}"
+{store_line}
 accelerator = "cpu"
 [mqtt]
 host = "127.0.0.1"
@@ -48,3 +50,15 @@ def wait_online(probe: Probe, prefix: str) -> None:
 def ask(probe: Probe, prefix: str, name: str, arguments: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
     """Command ``name`` and its reply (MQTT 5 request/response)."""
     return json.loads(probe.request(f"{prefix}/cmd/{name}", json.dumps(arguments).encode(), timeout=timeout).payload)
+
+
+def retained(broker: Any, under: str = "homeassistant") -> dict[str, bytes]:
+    """The retained messages under ``under``/# on the broker now, by topic, as a late
+    subscriber (a Home Assistant starting later) finds them."""
+    with Probe(broker.host, broker.port) as late:
+        late.subscribe(f"{under}/#")
+        late.publish(f"{under}/fence", b"x", qos=1)  # not retained: marks the end of the replay
+        found = {}
+        while (message := late.expect(f"{under}/#", timeout=10)).topic != f"{under}/fence":
+            found[message.topic] = message.payload
+        return found
