@@ -8,10 +8,9 @@ import cv2
 import numpy as np
 import pytest
 from support.bombs import jpeg_bomb
-from support.testdata import REFERENCE, V1_025, image, model
+from support.classifiers import opened_once
+from support.testdata import REFERENCE, V1_025, image
 
-from edge_classifier.classifier import Classifier, resolve_labels
-from edge_classifier.engine import Engine
 from edge_classifier.preprocess.decode import ImageLimits, ImageRejected, decode_image, jpeg_reduction
 from edge_classifier.preprocess.header import ImageHeader
 
@@ -78,18 +77,8 @@ def test_limits_still_apply_before_a_reduced_decode() -> None:
 
 @pytest.fixture(scope="module")
 def classifiers():
-    opened: dict[str, Classifier] = {}
-
-    def get(name: str) -> Classifier:
-        if name not in opened:
-            engine = Engine.open(model(name), accelerator="cpu", threads=2)
-            labels, origin = resolve_labels(engine.info, None)
-            opened[name] = Classifier(engine, labels, label_source=origin)
-        return opened[name]
-
-    yield get
-    for classifier in opened.values():
-        classifier.close()
+    with opened_once() as get:
+        yield get
 
 
 @pytest.mark.parametrize("upscaled", [False, True], ids=["as is", "1080p"])

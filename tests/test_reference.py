@@ -13,10 +13,11 @@ from collections import defaultdict
 
 import cv2
 import pytest
+from support.classifiers import opened_once
 from support.testdata import REFERENCE, image, labels, model
 
-from edge_classifier.classifier import Classifier, resolve_labels
-from edge_classifier.engine import Engine, parse_labels
+from edge_classifier.classifier import Classifier
+from edge_classifier.engine import parse_labels
 
 TOLERANCE = 0.1  # the README: scores move by up to about 0.1 between resize methods and runtimes
 
@@ -33,19 +34,13 @@ def check_against_reference(top: list[tuple[int, float]], expected: list[tuple[i
 
 @pytest.fixture(scope="module")
 def classifiers():
-    opened: dict[str, Classifier] = {}
+    with opened_once(top_k=5, threshold=0.0) as opened:
+        def get(name: str) -> Classifier:
+            classifier = opened(name)
+            assert classifier.label_source == "embedded"
+            return classifier
 
-    def get(name: str) -> Classifier:
-        if name not in opened:
-            engine = Engine.open(model(name), accelerator="cpu", threads=2)
-            found, origin = resolve_labels(engine.info, None)
-            assert origin == "embedded"
-            opened[name] = Classifier(engine, found, label_source=origin, top_k=5, threshold=0.0)
-        return opened[name]
-
-    yield get
-    for classifier in opened.values():
-        classifier.close()
+        yield get
 
 
 @pytest.mark.parametrize(("name", "picture", "expected"), REFERENCE, ids=[f"{m}-{i}" for m, i, _ in REFERENCE])
