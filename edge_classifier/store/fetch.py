@@ -34,7 +34,7 @@ from urllib.parse import quote, unquote, urlsplit
 from edge_classifier.engine.model import logical_name
 from edge_classifier.errors import DownloadError, InputMissingError, StoreError
 from edge_classifier.store.catalog import CatalogEntry, check_sha256, check_url
-from edge_classifier.store.files import FILE_MODE, fsync_dir, locked_temporary
+from edge_classifier.store.files import FILE_MODE, file_sha256, fsync_dir, locked_temporary
 from edge_classifier.store.store import resolve_name
 
 __all__ = ["DEFAULT_DEADLINE", "DEFAULT_MAX_BYTES", "DEFAULT_MIN_RATE", "DEFAULT_TIMEOUT", "admit", "download",
@@ -63,14 +63,6 @@ def _opener() -> urllib.request.OpenerDirector:
                     urllib.request.UnknownHandler()):
         opener.add_handler(handler)
     return opener
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def quarantine_dir(store: Path, configured: str = "") -> Path:

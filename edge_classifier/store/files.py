@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import tempfile
@@ -19,7 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["FILE_MODE", "atomic_write_bytes", "fsync_dir", "locked_temporary", "sweep", "temporary_beside"]
+__all__ = ["FILE_MODE", "atomic_write_bytes", "file_sha256", "fsync_dir", "locked_temporary", "sweep",
+           "temporary_beside"]
 
 log = logging.getLogger(__name__)
 
@@ -112,3 +114,12 @@ def sweep(directory: Path, stale_after: float | None = None) -> list[Path]:
         log.info("removed %d leftover temporary file(s) in %s: %s", len(removed), directory,
                  ", ".join(p.name for p in removed))
     return removed
+
+
+def file_sha256(path: Path) -> str:
+    """The file's sha256 (hex), read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

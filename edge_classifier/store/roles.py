@@ -13,10 +13,10 @@ naming convention.
 from __future__ import annotations
 
 import functools
-import hashlib
 from pathlib import Path
 
 from edge_classifier.config.schema import Config
+from edge_classifier.store.files import file_sha256
 
 __all__ = ["EXTRACTOR_SUFFIX", "not_a_classifier"]
 
@@ -37,7 +37,8 @@ def not_a_classifier(path: Path, config: Config, sha256: str | None = None) -> s
             return reason
         if extractor.is_file() and path.is_file() and path.stat().st_size == extractor.stat().st_size:
             stat = extractor.stat()
-            if (sha256 or _sha256(path)) == _cached_sha256(str(extractor.resolve()), stat.st_size, stat.st_mtime_ns):
+            extractor_sha256 = _cached_sha256(str(extractor.resolve()), stat.st_size, stat.st_mtime_ns)
+            if (sha256 or file_sha256(path)) == extractor_sha256:
                 return f"{path.name} has the same contents as the learning extractor {extractor.name} " \
                        "(learn.extractor), not a classifier: it is never used as the model"
     except OSError:
@@ -45,15 +46,7 @@ def not_a_classifier(path: Path, config: Config, sha256: str | None = None) -> s
     return None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 @functools.lru_cache(maxsize=8)
 def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
     """The extractor's sum, once per version of the file (size and mtime are the key)."""
-    return _sha256(Path(path))
+    return file_sha256(Path(path))

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edge_classifier.errors import StoreError, UsageError
-from edge_classifier.store.files import atomic_write_bytes
+from edge_classifier.store.files import atomic_write_bytes, file_sha256
 
 __all__ = ["SIGNATURE_SUFFIX", "check_signature", "generate_key", "key_id", "parse_public_key", "public_key_text",
            "sign_model", "signature_path", "verify_model"]
@@ -50,14 +50,6 @@ def signature_path(model: Path) -> Path:
 
 def _message(name: str, role: str, sha256: str) -> bytes:
     return f"{FORMAT}\nname={name}\nrole={role}\nsha256={sha256}\n".encode()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def parse_public_key(text: str) -> bytes:
@@ -112,7 +104,7 @@ def sign_model(model: Path, private_path: Path, role: str = "classifier") -> Pat
         raise UsageError(f"{private_path}: not an unencrypted PEM private key: {exc}") from exc
     if not isinstance(key, Ed25519PrivateKey):
         raise UsageError(f"{private_path}: not an ed25519 key")
-    sha256 = _sha256(model)
+    sha256 = file_sha256(model)
     raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     signature = key.sign(_message(model.name, role, sha256))
     body = {"format": FORMAT, "name": model.name, "role": role, "sha256": sha256, "key": key_id(raw),
@@ -149,7 +141,7 @@ def verify_model(model: Path, trusted: Sequence[str], *, role: str = "classifier
         return f"{name}: the signature is for the file name {str(body.get('name'))[:80]!r}, not {name!r}"
     if body.get("role") != role:
         return f"{name}: signed as {str(body.get('role'))[:40]!r}, not as a {role}"
-    actual = sha256 or _sha256(model)
+    actual = sha256 or file_sha256(model)
     if body.get("sha256") != actual:
         return f"{name}: its contents are not what was signed (the file changed after signing)"
     try:
