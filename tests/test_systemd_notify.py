@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_classifier.service.systemd import Intake, Notifier, WatchdogGate
+from edge_classifier.service.systemd import Notifier
+from edge_classifier.service.watchdog import Intake, WatchdogGate
 
 
 def _bind(address: str) -> socket.socket:

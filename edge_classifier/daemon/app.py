@@ -45,7 +45,8 @@ from edge_classifier.preprocess.decode import ImageLimits
 from edge_classifier.publish.connection import MqttConnection
 from edge_classifier.publish.payload import encode
 from edge_classifier.publish.publisher import Publisher, Topics
-from edge_classifier.service.systemd import Notifier, WatchdogGate
+from edge_classifier.service.systemd import Notifier
+from edge_classifier.service.watchdog import WatchdogGate
 from edge_classifier.source.base import Source
 from edge_classifier.source.capture import EventCallback
 from edge_classifier.source.group import CaptureGroup

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from edge_classifier.daemon import report
 from edge_classifier.daemon.pipeline import ModelSet, Outcome
 from edge_classifier.publish.publisher import Publisher
-from edge_classifier.service.systemd import WatchdogGate
+from edge_classifier.service.watchdog import WatchdogGate
 from edge_classifier.source.tally import Tally
 
 if TYPE_CHECKING:

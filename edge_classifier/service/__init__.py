@@ -10,6 +10,7 @@ Everything here is a no-op outside systemd, so ``edge-classifier run`` behaves t
 """
 
 from edge_classifier.service.logs import configure_logging
-from edge_classifier.service.systemd import Notifier, WatchdogGate
+from edge_classifier.service.systemd import Notifier
+from edge_classifier.service.watchdog import WatchdogGate
 
 __all__ = ["Notifier", "WatchdogGate", "configure_logging"]

@@ -42,7 +42,7 @@ from os import getpid
 from socket import AF_UNIX, SOCK_DGRAM, socket
 from types import TracebackType
 
-__all__ = ["Intake", "Notifier", "WatchdogGate"]
+__all__ = ["Notifier"]
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,3 @@ class Notifier:
 
 def _one_line(text: str) -> str:
     return " ".join(text.splitlines())
-
-
-# The watchdog policy lives beside the protocol; importable from here as before.
-from edge_classifier.service.watchdog import Intake, WatchdogGate  # noqa: E402
