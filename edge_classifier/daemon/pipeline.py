@@ -34,6 +34,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -51,9 +52,13 @@ from edge_classifier.source.base import Frame
 from edge_classifier.source.capture import Capture
 from edge_classifier.source.group import CaptureGroup
 
-__all__ = ["ModelSet", "ModelSets", "Outcome", "Pipeline"]
+__all__ = ["OVERLAP_ENV", "ModelSet", "ModelSets", "Outcome", "Pipeline"]
 
 log = logging.getLogger(__name__)
+
+# "0": every frame in series even on a worker child (how benchmarks/worker_overhead.py runs
+# the real daemon before and after; a way back should the overlap ever misbehave in the field).
+OVERLAP_ENV = "EDGE_CLASSIFIER_OVERLAP"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -150,11 +155,13 @@ class Pipeline:
         smoothing: int = 1,
         on_failure: FailureHandler | None = None,
         post: PostStage | None = None,
-        overlap: bool = True,
+        overlap: bool | None = None,
     ) -> None:
         self.capture = capture
         self.post = post
-        self.overlap = overlap  # False: every frame in series, even on a worker child (benchmarks compare)
+        if overlap is None:
+            overlap = os.environ.get(OVERLAP_ENV, "1") != "0"
+        self.overlap = overlap  # False: every frame in series, even on a worker child
         self._sets = models if isinstance(models, ModelSets) else ModelSets(models)
         self._reorder = _Reorder(emit)
         self.set_smoothing(smoothing)
@@ -289,7 +296,8 @@ class Pipeline:
                     continue
                 seq, frame, models = taken
                 engine = models.classifiers[index].engine
-                if not self.overlap or getattr(engine, "slots", 1) < 2:
+                slots = getattr(engine, "slots", 1)
+                if not self.overlap or slots < 2:
                     while pending:
                         self._finish(pending.popleft(), index)
                     self._reorder.done(self._classify_with(seq, frame, models, index))
@@ -297,8 +305,9 @@ class Pipeline:
                 entry = self._submit(seq, frame, models, index)
                 if entry is not None:
                     pending.append(entry)
-                # Two in flight at most (an overlapping engine has two slots): collect the older.
-                while len(pending) > 1:
+                # As many in flight as the engine has slots, less one: the one being prepared
+                # next (two slots: one invoking while the next is prepared). Collect the oldest.
+                while len(pending) >= slots:
                     self._finish(pending.popleft(), index)
         finally:
             # Frames in flight still finish and are emitted (stop, source ended, frame limit).
