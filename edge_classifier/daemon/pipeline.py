@@ -262,7 +262,11 @@ class Pipeline:
             # No interpreter for this worker in some set in use (the Edge TPU has one).
             stopped = self._stop.wait(0.1) if wait else self._stop.is_set()
             return False if stopped else None
-        with self._take_lock:
+        # Without waiting, the lock must not be waited for either: another worker may hold it
+        # for up to 0.1 s in capture.get while this one has a finished frame to collect.
+        if not self._take_lock.acquire(blocking=wait):
+            return None
+        try:
             if self._stop.is_set():
                 return False
             if self._max_frames is not None and self._seq >= self._max_frames:
@@ -280,6 +284,8 @@ class Pipeline:
             models = self._sets.for_frame(frame)  # the frame's source's model
             models.acquire()
             return seq, frame, models
+        finally:
+            self._take_lock.release()
 
     def _work(self, index: int) -> None:
         pending: collections.deque[_InFlight] = collections.deque()  # oldest first
@@ -305,8 +311,8 @@ class Pipeline:
                 entry = self._submit(seq, frame, models, index)
                 if entry is not None:
                     pending.append(entry)
-                # As many in flight as the engine has slots, less one: the one being prepared
-                # next (two slots: one invoking while the next is prepared). Collect the oldest.
+                # Collect the oldest until slots - 1 are left in flight: they invoke while the
+                # next frame is taken and prepared (two slots: one invoking, one being prepared).
                 while len(pending) >= slots:
                     self._finish(pending.popleft(), index)
         finally:
