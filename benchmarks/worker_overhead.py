@@ -21,6 +21,7 @@ worker): the ceiling, what a daemon with no overhead would publish. Also CPU per
 daemon process and of its worker child, from /proc. On a 2-core machine the child's invoke,
 the daemon's other threads, the broker and the counting subscriber share the cores, which a
 Coral's invoke would not: the overlap gains more on the real thing than it can show here.
+With ``--shared`` the daemon's worker is a thread of the engine host, as a TPU model's is.
 
     python benchmarks/worker_overhead.py [--frames N] [--rounds R] [--model PATH ...] [--shared]
                                          [--daemon N [--daemon-model PATH]]
@@ -115,7 +116,7 @@ def children_cpu(pid: int) -> float:
 
 
 def daemon_rate(work: Path, path: Path, port: int, counter: throughput.Counter, frames: int,
-                overlap: bool) -> dict[str, float]:
+                overlap: bool, shared: bool) -> dict[str, float]:
     config = work / "worker.toml"
     config.write_text(f"""
 [device]
@@ -140,6 +141,8 @@ qos = 1
 """)
     counter.start(frames + 2)
     env = {**os.environ, "EDGE_CLASSIFIER_OVERLAP": "1" if overlap else "0"}
+    if shared:
+        env["EDGE_CLASSIFIER_WORKER_HOST"] = "shared"  # the worker is a thread of the engine host
     errors = (work / "daemon-stderr.txt").open("w+")
     proc = subprocess.Popen([sys.executable, "-m", "edge_classifier", "run", "-c", str(config),
                              "--max-frames", str(frames)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
@@ -168,7 +171,7 @@ qos = 1
             "child_cpu_ms_frame": (child_last - child_first) / done * 1000.0}
 
 
-def overlap_rows(path: Path, frames: int) -> dict[str, object]:
+def overlap_rows(path: Path, frames: int, shared: bool) -> dict[str, object]:
     import cv2
 
     ceiling = child_invoke_rate(path, 2000)
@@ -183,14 +186,14 @@ def overlap_rows(path: Path, frames: int) -> dict[str, object]:
         try:
             for _ in range(2):
                 for mode in ("serial", "overlap"):
-                    runs[mode].append(daemon_rate(work, path, port, counter, frames, mode == "overlap"))
+                    runs[mode].append(daemon_rate(work, path, port, counter, frames, mode == "overlap", shared))
         finally:
             counter.close()
             broker.terminate()
             broker.wait(10)
     ceiling_after = child_invoke_rate(path, 2000)
     invoke = (ceiling + ceiling_after) / 2
-    row: dict[str, object] = {"model": path.name, "child_invoke_per_s": round(invoke, 1),
+    row: dict[str, object] = {"model": path.name, "shared": shared, "child_invoke_per_s": round(invoke, 1),
                               "child_invoke_runs": [round(ceiling, 1), round(ceiling_after, 1)], "frames": frames}
     for mode, results in runs.items():
         rate = statistics.median(r["per_s"] for r in results)
@@ -221,9 +224,10 @@ def main() -> int:
         print(f"{row['model']!s:40} {row['engine_us']:>10} {row['worker_us']:>10} {row['overhead_us']:>12} "
               f"{spread:>14} {row['overhead_pct']:>6} {row['engine_per_s']:>9} {row['worker_per_s']:>9} "
               f"{row['worker_start_ms']:>9}")
-    overlap = overlap_rows(args.daemon_model.resolve(), args.daemon) if args.daemon else None
+    overlap = overlap_rows(args.daemon_model.resolve(), args.daemon, args.shared) if args.daemon else None
     if overlap is not None:
-        print(f"daemon through one worker child ({overlap['model']}, {overlap['frames']} frames a run, QoS 1): "
+        where = "the engine host" if args.shared else "one worker child"
+        print(f"daemon through {where} ({overlap['model']}, {overlap['frames']} frames a run, QoS 1): "
               f"child's own invoke rate {overlap['child_invoke_per_s']} /s (runs {overlap['child_invoke_runs']})")
         for mode in ("serial", "overlap"):
             cell = overlap[mode]
