@@ -10,16 +10,33 @@ Also the one-off cost: starting a worker (spawn + model load), as a restart cost
 ``--shared`` puts the worker in the engine host (``engine/host.py``, where every Edge TPU
 model of the daemon runs) instead of a child of its own.
 
+``--daemon N``: what the overlap in the pipeline buys on the Edge TPU path. The real
+``edge-classifier run`` on the smallest model in ONE supervised worker child with one thread
+(``model.isolate``, ``interpreters = 1``: the shape of a one-Coral set; the child's invoke runs
+on the other core, as a Coral's runs off the parent's CPU), every result published QoS 1 to a
+Mosquitto started here and counted by ``mosquitto_sub``; N frames per run, serial
+(``EDGE_CLASSIFIER_OVERLAP=0``) and overlapped alternately, twice each. Against the child's
+own invoke rate (its invoke time as the child measures it, serial invokes through the same
+worker): the ceiling, what a daemon with no overhead would publish. Also CPU per frame of the
+daemon process and of its worker child, from /proc. On a 2-core machine the child's invoke,
+the daemon's other threads, the broker and the counting subscriber share the cores, which a
+Coral's invoke would not: the overlap gains more on the real thing than it can show here.
+With ``--shared`` the daemon's worker is a thread of the engine host, as a TPU model's is.
+
     python benchmarks/worker_overhead.py [--frames N] [--rounds R] [--model PATH ...] [--shared]
+                                         [--daemon N [--daemon-model PATH]]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,6 +48,9 @@ sys.path.insert(0, str(REPO))
 
 from edge_classifier.engine import Engine  # noqa: E402
 from edge_classifier.engine.worker import WorkerEngine  # noqa: E402
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import throughput  # noqa: E402
 
 MODELS = ("mobilenet_v1_0.25_128_quant.tflite", "mobilenet_v2_1.0_224_quant.tflite")
 
@@ -72,12 +92,128 @@ def measure(path: Path, frames: int, rounds: int, shared: bool) -> dict[str, flo
     }
 
 
+def child_invoke_rate(path: Path, frames: int) -> float:
+    """Invokes per second by the child's own clock: the rate a daemon without overhead reaches."""
+    with WorkerEngine(path, accelerator="cpu", threads=1) as worker:
+        tensor = np.random.default_rng(0).integers(0, 256, worker.info.input.shape).astype(worker.info.input.dtype)
+        for _ in range(100):
+            worker.invoke(tensor)
+        total = 0.0
+        for _ in range(frames):
+            worker.invoke(tensor)
+            total += worker.last_child_invoke_us
+    return 1e6 / (total / frames)
+
+
+def children_cpu(pid: int) -> float:
+    """CPU seconds of ``pid``'s child processes (the engine worker), from /proc."""
+    seconds = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            with contextlib.suppress(FileNotFoundError):  # it exited just now
+                seconds += throughput.process_cpu(int(child))
+    return seconds
+
+
+def daemon_rate(work: Path, path: Path, port: int, counter: throughput.Counter, frames: int,
+                overlap: bool, shared: bool) -> dict[str, float]:
+    config = work / "worker.toml"
+    config.write_text(f"""
+[device]
+id = "bench"
+log_level = "warning"
+[source]
+kind = "images"
+uri = "{work / 'frames'}"
+loop = true
+[model]
+path = "{path}"
+accelerator = "cpu"
+threads = 1
+interpreters = 1
+isolate = true
+[classify]
+top_k = 3
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+qos = 1
+""")
+    counter.start(frames + 2)
+    env = {**os.environ, "EDGE_CLASSIFIER_OVERLAP": "1" if overlap else "0"}
+    if shared:
+        env["EDGE_CLASSIFIER_WORKER_HOST"] = "shared"  # the worker is a thread of the engine host
+    errors = (work / "daemon-stderr.txt").open("w+")
+    proc = subprocess.Popen([sys.executable, "-m", "edge_classifier", "run", "-c", str(config),
+                             "--max-frames", str(frames)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=errors)
+    arrived = False
+    try:
+        counter.first(120)
+        cpu_first, child_first = throughput.process_cpu(proc.pid), children_cpu(proc.pid)
+        arrived = counter.wait(600)
+        cpu_last, child_last = throughput.process_cpu(proc.pid), children_cpu(proc.pid)
+        proc.wait(60)
+    except SystemExit:  # no first result: say why below
+        pass
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        errors.seek(0)
+        stderr = errors.read()
+        errors.close()
+    if proc.returncode != 0 or not arrived:
+        raise SystemExit(f"daemon failed ({proc.returncode}, {len(counter.times)} results):\n{stderr[-3000:]}")
+    times = counter.times
+    done = len(times) - 1
+    return {"per_s": done / (times[-1] - times[0]), "cpu_ms_frame": (cpu_last - cpu_first) / done * 1000.0,
+            "child_cpu_ms_frame": (child_last - child_first) / done * 1000.0}
+
+
+def overlap_rows(path: Path, frames: int, shared: bool) -> dict[str, object]:
+    import cv2
+
+    ceiling = child_invoke_rate(path, 2000)
+    runs: dict[str, list[dict[str, float]]] = {"serial": [], "overlap": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / "frames").mkdir()
+        picture = cv2.resize(cv2.imread(str(TESTDATA / "images" / "cat_720p.jpg")), (640, 480))
+        cv2.imwrite(str(work / "frames" / "frame.bmp"), picture)
+        broker, port = throughput.start_broker(work)
+        counter = throughput.Counter(port, "edge-classifier/bench/result")
+        try:
+            for _ in range(2):
+                for mode in ("serial", "overlap"):
+                    runs[mode].append(daemon_rate(work, path, port, counter, frames, mode == "overlap", shared))
+        finally:
+            counter.close()
+            broker.terminate()
+            broker.wait(10)
+    ceiling_after = child_invoke_rate(path, 2000)
+    invoke = (ceiling + ceiling_after) / 2
+    row: dict[str, object] = {"model": path.name, "shared": shared, "child_invoke_per_s": round(invoke, 1),
+                              "child_invoke_runs": [round(ceiling, 1), round(ceiling_after, 1)], "frames": frames}
+    for mode, results in runs.items():
+        rate = statistics.median(r["per_s"] for r in results)
+        row[mode] = {"per_s": round(rate, 1), "runs": [round(r["per_s"], 1) for r in results],
+                     "ratio_to_invoke": round(rate / invoke, 3),
+                     "cpu_ms_frame": round(statistics.median(r["cpu_ms_frame"] for r in results), 3),
+                     "child_cpu_ms_frame": round(statistics.median(r["child_cpu_ms_frame"] for r in results), 3)}
+    return row
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=500, help="invokes per block (default 500)")
     parser.add_argument("--rounds", type=int, default=7, help="alternating blocks per side (default 7)")
     parser.add_argument("--model", action="append", type=Path, help="model file (repeatable)")
     parser.add_argument("--shared", action="store_true", help="the worker in the engine host (the Edge TPU's way)")
+    parser.add_argument("--daemon", type=int, default=0, metavar="N",
+                        help="also the daemon through one worker child, serial vs overlapped, N frames a run")
+    parser.add_argument("--daemon-model", type=Path, default=TESTDATA / "models" / MODELS[0],
+                        help="the model of --daemon (default: the smallest)")
     args = parser.parse_args()
     paths = args.model or [TESTDATA / "models" / name for name in MODELS]
     rows = [measure(path, args.frames, args.rounds, args.shared) for path in paths]
@@ -88,8 +224,19 @@ def main() -> int:
         print(f"{row['model']!s:40} {row['engine_us']:>10} {row['worker_us']:>10} {row['overhead_us']:>12} "
               f"{spread:>14} {row['overhead_pct']:>6} {row['engine_per_s']:>9} {row['worker_per_s']:>9} "
               f"{row['worker_start_ms']:>9}")
+    overlap = overlap_rows(args.daemon_model.resolve(), args.daemon, args.shared) if args.daemon else None
+    if overlap is not None:
+        where = "the engine host" if args.shared else "one worker child"
+        print(f"daemon through {where} ({overlap['model']}, {overlap['frames']} frames a run, QoS 1): "
+              f"child's own invoke rate {overlap['child_invoke_per_s']} /s (runs {overlap['child_invoke_runs']})")
+        for mode in ("serial", "overlap"):
+            cell = overlap[mode]
+            assert isinstance(cell, dict)
+            print(f"  {mode:8} {cell['per_s']:8} /s (runs {cell['runs']})  ratio to the child's invoke "
+                  f"{cell['ratio_to_invoke']:.3f}   CPU per frame: daemon {cell['cpu_ms_frame']:.3f} ms, "
+                  f"worker child {cell['child_cpu_ms_frame']:.3f} ms")
     print(json.dumps({"frames": args.frames, "rounds": args.rounds, "shared": args.shared, "cpus": os.cpu_count(),
-                      "results": rows}))
+                      "results": rows, "overlap": overlap}))
     return 0
 
 

@@ -7,6 +7,7 @@ never returns), and the Edge TPU failure is the real one: no libedgetpu on this 
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -70,7 +71,7 @@ def assert_healthy(worker: WorkerEngine, engine: Engine, tensors: list[np.ndarra
 def test_results_equal_the_in_process_engine_bit_for_bit(worker, engine, tensors):
     assert worker.info == engine.info
     assert worker.pid is not None and worker.pid != os.getpid()
-    assert len(our_segments()) == 2  # one input slot, one output slot
+    assert len(our_segments()) == 2  # one input segment, one output segment (two slots each)
     assert_healthy(worker, engine, tensors)
     raw, ms = worker.timed_invoke(tensors[0])
     assert ms > 0 and np.array_equal(raw, engine.invoke(tensors[0]))
@@ -225,6 +226,54 @@ def test_a_wrong_tensor_is_a_value_error_and_the_worker_carries_on(worker, engin
     with pytest.raises(ValueError, match="not float32"):
         worker.invoke(np.zeros((1, 128, 128, 3), np.float32))
     assert_healthy(worker, engine, tensors[:1])
+
+
+def test_two_frames_in_flight_come_back_in_order(worker, engine, tensors):
+    assert worker.slots == 2 and worker.in_flight == 0
+    for first, second in itertools.pairwise(tensors):
+        worker.submit(first)
+        worker.submit(second)
+        assert worker.in_flight == 2
+        with pytest.raises(RuntimeError, match="2 frames in flight"):
+            worker.submit(first)
+        with pytest.raises(RuntimeError, match="not collected"):
+            worker.invoke(first)
+        got, ms = worker.collect()
+        assert ms > 0 and np.array_equal(got, engine.invoke(first))
+        worker.submit(first)  # the slot just collected is free again
+        assert np.array_equal(worker.collect()[0], engine.invoke(second))
+        assert np.array_equal(worker.collect()[0], engine.invoke(first))
+    assert worker.in_flight == 0
+    with pytest.raises(RuntimeError, match="no frame submitted"):
+        worker.collect()
+    assert_healthy(worker, engine, tensors)
+
+
+@pytest.mark.parametrize(("fault", "first"), [("raise@1", "invoke failed in the worker: RuntimeError"),
+                                              ("abort@1", "died while invoking: killed by SIGABRT")])
+def test_a_failure_with_two_frames_in_flight_fails_both(worker, engine, tensors, fault, first):
+    worker.inject_fault(fault)
+    worker.submit(tensors[0])  # good
+    worker.submit(tensors[1])  # fails
+    assert np.array_equal(worker.collect()[0], engine.invoke(tensors[0]))
+    with pytest.raises(AcceleratorFailed, match=first):
+        worker.collect()
+    assert worker.in_flight == 0 and not worker.alive and not our_segments()
+    with pytest.raises(AcceleratorFailed, match="dead until restart"):
+        worker.submit(tensors[0])
+    worker.restart()
+    assert_healthy(worker, engine, tensors)
+
+
+def test_a_failure_on_the_first_of_two_frames_loses_the_second_too(worker, engine, tensors):
+    worker.inject_fault("raise")
+    worker.submit(tensors[0])
+    worker.submit(tensors[1])
+    with pytest.raises(AcceleratorFailed, match="invoke failed in the worker"):
+        worker.collect()
+    with pytest.raises(AcceleratorFailed, match="dead until restart"):
+        worker.collect()
+    assert worker.in_flight == 0 and not our_segments()
 
 
 def test_close_is_idempotent_and_final(tensors):

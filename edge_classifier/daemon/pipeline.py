@@ -13,6 +13,16 @@ Threads and crossings:
   runs in whichever worker completes the next due frame, so it must be quick and
   non-blocking (the publisher only enqueues).
 
+Overlap with a worker child (the Edge TPU path, ``engine/worker.py``): the child invokes
+while the parent's CPU would sit idle, so a worker whose engine has ``submit``/``collect``
+keeps up to two frames in flight: it takes and prepares frame N+1 and submits it while the
+child invokes N, then collects N and postprocesses and emits it while the child invokes N+1.
+A TPU set has one classifier, hence one worker: in series its rate was
+1/(prepare + crossing + invoke + post + emit); overlapped it approaches 1/invoke. The next
+frame is taken without waiting when one is in flight (a slow camera must not hold a finished
+frame back). Every frame in flight when the child fails is classified again on the
+replacement set, each in frame order through the reorder buffer.
+
 The models in use live in :class:`ModelSets` (one :class:`ModelSet` per model in use: the
 daemon's ``[model]`` and those ``[[sources]]`` name); a set can be replaced between two
 frames (``swap``), and a worker picks the set of the frame's source when it takes the frame,
@@ -21,11 +31,14 @@ so every frame is classified entirely by one model.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol, cast
 
 import numpy as np
 
@@ -39,9 +52,13 @@ from edge_classifier.source.base import Frame
 from edge_classifier.source.capture import Capture
 from edge_classifier.source.group import CaptureGroup
 
-__all__ = ["ModelSet", "ModelSets", "Outcome", "Pipeline"]
+__all__ = ["OVERLAP_ENV", "ModelSet", "ModelSets", "Outcome", "Pipeline"]
 
 log = logging.getLogger(__name__)
+
+# "0": every frame in series even on a worker child (how benchmarks/worker_overhead.py runs
+# the real daemon before and after; a way back should the overlap ever misbehave in the field).
+OVERLAP_ENV = "EDGE_CLASSIFIER_OVERLAP"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -90,6 +107,26 @@ class _Reorder:
         return dataclasses.replace(outcome, classification=dataclasses.replace(result, top=top), scores=None)
 
 
+class _Overlapping(Protocol):
+    """An engine that takes a frame and answers later (``WorkerEngine``): ``slots`` in flight."""
+
+    slots: int
+
+    def submit(self, tensor: np.ndarray) -> None: ...
+    def collect(self) -> tuple[np.ndarray, float]: ...
+
+
+@dataclasses.dataclass(slots=True)
+class _InFlight:
+    """A frame submitted to an overlapping engine and not yet collected."""
+
+    seq: int
+    frame: Frame
+    models: ModelSet  # acquired by _take; released once the frame is done
+    classifier: Classifier
+    start: float  # perf_counter() when its preparation began
+
+
 FailureHandler = Callable[[ModelSet, Exception], "ModelSet | None"]
 # After the model: (worker index, frame, classification) -> the classification to report
 # (the learned classes' stage). Runs in the worker thread.
@@ -118,9 +155,13 @@ class Pipeline:
         smoothing: int = 1,
         on_failure: FailureHandler | None = None,
         post: PostStage | None = None,
+        overlap: bool | None = None,
     ) -> None:
         self.capture = capture
         self.post = post
+        if overlap is None:
+            overlap = os.environ.get(OVERLAP_ENV, "1") != "0"
+        self.overlap = overlap  # False: every frame in series, even on a worker child
         self._sets = models if isinstance(models, ModelSets) else ModelSets(models)
         self._reorder = _Reorder(emit)
         self.set_smoothing(smoothing)
@@ -213,14 +254,19 @@ class Pipeline:
         """Wait for the workers to end; True when they all did within ``timeout``."""
         return self.finished.wait(timeout)
 
-    def _take(self, worker: int) -> tuple[int, Frame, ModelSet] | bool | None:
+    def _take(self, worker: int, wait: bool = True) -> tuple[int, Frame, ModelSet] | bool | None:
         """The next numbered frame and the set to classify it with; None when nothing came
-        in time (or this worker has no classifier in the current set); False when this
-        worker should end."""
+        in time (at once unless ``wait``; or this worker has no classifier in the current set);
+        False when this worker should end."""
         if worker >= self._sets.fewest_classifiers:
             # No interpreter for this worker in some set in use (the Edge TPU has one).
-            return False if self._stop.wait(0.1) else None
-        with self._take_lock:
+            stopped = self._stop.wait(0.1) if wait else self._stop.is_set()
+            return False if stopped else None
+        # Without waiting, the lock must not be waited for either: another worker may hold it
+        # for up to 0.1 s in capture.get while this one has a finished frame to collect.
+        if not self._take_lock.acquire(blocking=wait):
+            return None
+        try:
             if self._stop.is_set():
                 return False
             if self._max_frames is not None and self._seq >= self._max_frames:
@@ -228,9 +274,9 @@ class Pipeline:
             if worker >= self._sets.fewest_classifiers:
                 return None  # the sets changed while this worker waited for the lock
             # Crossing: frames come from the capture thread.
-            frame = self.capture.get(timeout=0.1)
+            frame = self.capture.get(timeout=0.1 if wait else 0.0)
             if frame is None:
-                return False if self.capture.ended.is_set() else None
+                return False if self.capture.ended.is_set() and wait else None
             if self._paused.is_set():
                 return None  # a paused daemon keeps the camera open but classifies nothing
             seq = self._seq
@@ -238,22 +284,80 @@ class Pipeline:
             models = self._sets.for_frame(frame)  # the frame's source's model
             models.acquire()
             return seq, frame, models
+        finally:
+            self._take_lock.release()
 
     def _work(self, index: int) -> None:
+        pending: collections.deque[_InFlight] = collections.deque()  # oldest first
         try:
             while True:
-                taken = self._take(index)
+                # With a frame in flight, look for the next one without waiting: if none is
+                # there, the frame in flight is collected first.
+                taken = self._take(index, wait=not pending)
                 if taken is False:
                     return
                 if taken is None or taken is True:
+                    if pending:
+                        self._finish(pending.popleft(), index)
                     continue
                 seq, frame, models = taken
-                self._reorder.done(self._classify_with(seq, frame, models, index))
+                engine = models.classifiers[index].engine
+                slots = getattr(engine, "slots", 1)
+                if not self.overlap or slots < 2:
+                    while pending:
+                        self._finish(pending.popleft(), index)
+                    self._reorder.done(self._classify_with(seq, frame, models, index))
+                    continue
+                entry = self._submit(seq, frame, models, index)
+                if entry is not None:
+                    pending.append(entry)
+                # Collect the oldest until slots - 1 are left in flight: they invoke while the
+                # next frame is taken and prepared (two slots: one invoking, one being prepared).
+                while len(pending) >= slots:
+                    self._finish(pending.popleft(), index)
         finally:
+            # Frames in flight still finish and are emitted (stop, source ended, frame limit).
+            while pending:
+                self._finish(pending.popleft(), index)
             with self._alive_lock:
                 self._alive -= 1
                 if self._alive == 0:
                     self.finished.set()
+
+    def _submit(self, seq: int, frame: Frame, models: ModelSet, index: int) -> _InFlight | None:
+        """Prepare ``frame`` and hand it to this worker's overlapping engine; None when the frame
+        is done already (it failed, or the engine had failed and the replacement classified it)."""
+        classifier = models.classifiers[index]
+        start = time.perf_counter()
+        try:
+            tensor = classifier.prepare(frame.image, frame.rgb)
+            cast(_Overlapping, classifier.engine).submit(tensor)
+        except AcceleratorFailed as exc:
+            # The child is gone (its frames in flight fail at collect and are re-done there).
+            try:
+                self._reorder.done(self._fall_back(seq, frame, models, index, exc))
+            finally:
+                models.release()
+            return None
+        except Exception as exc:
+            models.release()
+            self._reorder.done(self._failed(seq, frame, classifier, exc))
+            return None
+        return _InFlight(seq, frame, models, classifier, start)
+
+    def _finish(self, entry: _InFlight, index: int) -> None:
+        """Collect a submitted frame, postprocess it and hand it to the reorder buffer."""
+        try:
+            raw, inference_ms = cast(_Overlapping, entry.classifier.engine).collect()
+        except AcceleratorFailed as exc:
+            outcome = self._fall_back(entry.seq, entry.frame, entry.models, index, exc)
+        except Exception as exc:
+            outcome = self._failed(entry.seq, entry.frame, entry.classifier, exc)
+        else:
+            outcome = self._complete(entry.seq, entry.frame, entry.classifier, raw, inference_ms, entry.start, index)
+        finally:
+            entry.models.release()
+        self._reorder.done(outcome)
 
     def _classify_with(self, seq: int, frame: Frame, models: ModelSet, index: int) -> Outcome:
         """Classify with ``models`` (acquired by _take); on an engine failure, with its replacement."""
@@ -261,37 +365,47 @@ class Pipeline:
             # Each worker owns one classifier of the set: an interpreter is never shared.
             return self._classify(seq, frame, models.classifiers[index], index)
         except AcceleratorFailed as exc:
-            replacement = self._on_failure(models, exc) if self._on_failure else None
-            if replacement is None or index >= len(replacement.classifiers):
-                self.failed += 1
-                return Outcome(seq, frame, None, f"{type(exc).__name__}: {exc}")
-            replacement.acquire()
-            try:
-                return self._classify(seq, frame, replacement.classifiers[index], index)
-            except AcceleratorFailed as again:
-                self.failed += 1
-                return Outcome(seq, frame, None, f"{type(again).__name__}: {again}")
-            finally:
-                replacement.release()
+            return self._fall_back(seq, frame, models, index, exc)
         finally:
             models.release()
+
+    def _fall_back(self, seq: int, frame: Frame, models: ModelSet, index: int, exc: AcceleratorFailed) -> Outcome:
+        """``models``' engine failed on ``frame``: classify it again on the replacement set."""
+        replacement = self._on_failure(models, exc) if self._on_failure else None
+        if replacement is None or index >= len(replacement.classifiers):
+            self.failed += 1
+            return Outcome(seq, frame, None, f"{type(exc).__name__}: {exc}")
+        replacement.acquire()
+        try:
+            return self._classify(seq, frame, replacement.classifiers[index], index)
+        except AcceleratorFailed as again:
+            self.failed += 1
+            return Outcome(seq, frame, None, f"{type(again).__name__}: {again}")
+        finally:
+            replacement.release()
 
     def _classify(self, seq: int, frame: Frame, classifier: Classifier, worker: int = 0) -> Outcome:
         """One frame; AcceleratorFailed propagates (the caller falls back), anything else
         becomes a failed outcome (one bad frame must not end the worker)."""
         start = time.perf_counter()
-        smoothing = self._reorder.window is not None
         try:
             tensor = classifier.prepare(frame.image, frame.rgb)
             raw, inference_ms = classifier.engine.timed_invoke(tensor)
-            scores = classifier.scores(raw)
-            top = classifier.pick(scores)
         except AcceleratorFailed:
             raise
         except Exception as exc:
-            self.failed += 1
-            log.exception("pipeline: frame %d from %s failed", frame.index, frame.source)
-            return Outcome(seq, frame, None, f"{type(exc).__name__}: {exc}", classifier=classifier)
+            return self._failed(seq, frame, classifier, exc)
+        return self._complete(seq, frame, classifier, raw, inference_ms, start, worker)
+
+    def _complete(self, seq: int, frame: Frame, classifier: Classifier, raw: np.ndarray, inference_ms: float,
+                  start: float, worker: int) -> Outcome:
+        """Scores, top-k and the stage after the model for one invoked frame."""
+        smoothing = self._reorder.window is not None
+        try:
+            scores = classifier.scores(raw)
+            top = classifier.pick(scores)
+        except Exception as exc:
+            return self._failed(seq, frame, classifier, exc)
         classification = Classification(top, classifier.info, inference_ms, 0.0)
         post = self.post
         if post is not None:
@@ -304,3 +418,8 @@ class Pipeline:
         total_ms = (time.perf_counter() - start) * 1000.0
         classification = dataclasses.replace(classification, total_ms=total_ms)
         return Outcome(seq, frame, classification, scores=scores if smoothing else None, classifier=classifier)
+
+    def _failed(self, seq: int, frame: Frame, classifier: Classifier, exc: Exception) -> Outcome:
+        self.failed += 1
+        log.exception("pipeline: frame %d from %s failed", frame.index, frame.source, exc_info=exc)
+        return Outcome(seq, frame, None, f"{type(exc).__name__}: {exc}", classifier=classifier)

@@ -22,20 +22,29 @@ differs is that the child is not this worker's alone: its death fails every shar
 once (the device is gone), a timeout kills it for all of them (a hung device hangs them all
 anyway), and ``close``/``restart`` let go of this model's connection, not of the child.
 
-IPC: a frame crosses through shared memory (one input slot sized to the input tensor, one
-output slot, created and unlinked by this side, see ``engine/shm.py``) and a duplex
-``Pipe`` carries a one-byte "invoke" and a nine-byte "done" (not pickled). The pipe, rather
+IPC: a frame crosses through shared memory (two slots, each an input tensor and an output
+tensor, in one input and one output segment created and unlinked by this side, see
+``engine/shm.py``); after the set-up messages the pipe carries fixed raw records, a one-byte
+"invoke slot k" and a 14-byte "slot k done" (``engine/wire.py``: no pickling, no
+``Connection`` framing, no allocation on this side but the returned copy). The pipe, rather
 than semaphores, because it also reports the child's death (EOF) and carries error messages,
-and ``poll(timeout)`` gives the hang timeout for free. Cost: one pipe round trip per frame
-(``benchmarks/overhead.py`` measures it: the round trip minus the child's own invoke time).
+and ``poll(timeout)`` gives the hang timeout for free.
+
+Pipelining: ``submit`` hands a frame to the child and returns at once; ``collect`` waits for
+the oldest submitted frame's answer. With two slots the caller prepares frame N+1 (and
+posts N-1) while the child invokes N, so on an Edge TPU the daemon's rate approaches the
+invoke rate instead of 1/(prepare + crossing + invoke + post). ``invoke`` is one of each.
+Cost of the crossing itself: ``benchmarks/overhead.py`` measures the serial round trip minus
+the child's own invoke time.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import multiprocessing
-import pickle
+import os
 import select
 import signal
 import threading
@@ -48,10 +57,11 @@ from typing import Any
 import numpy as np
 
 from edge_classifier import errors
+from edge_classifier.engine import wire
 from edge_classifier.engine.host import Lease, shared_host
 from edge_classifier.engine.interpreter import ModelInfo
 from edge_classifier.engine.shm import SharedTensor
-from edge_classifier.engine.worker_child import INVOKE, ErrorReport, Fault, WorkerRequest, done_seconds, serve
+from edge_classifier.engine.worker_child import ErrorReport, Fault, WorkerRequest, serve
 from edge_classifier.errors import AcceleratorFailed, ConfigError, CustomOpError, EdgeClassifierError
 
 __all__ = ["WorkerEngine", "WorkerFailure"]
@@ -71,12 +81,15 @@ class WorkerFailure:
 
 
 class WorkerEngine:
-    """``Engine``'s interface (``info``, ``invoke``, ``timed_invoke``, ``close``) over a child process.
+    """``Engine``'s interface (``info``, ``invoke``, ``timed_invoke``, ``close``) over a child process,
+    plus ``submit``/``collect`` to keep the child busy while the caller works on the next frame.
 
-    One caller invokes at a time (a lock serialises them); ``close`` may come from any thread
-    and interrupts an invoke that is waiting (a shared worker's waits for it instead: killing
-    the host would fail the other models).
+    One caller at a time (a lock serialises the calls; frames come back in submission order);
+    ``close`` may come from any thread and interrupts a wait for an answer (a shared worker's
+    waits for it instead: killing the host would fail the other models).
     """
+
+    slots = wire.SLOTS  # frames that may be submitted and not yet collected
 
     def __init__(
         self,
@@ -110,8 +123,14 @@ class WorkerEngine:
         self._poller = select.poll()
         self._process: BaseProcess | None = None
         self._lease: Lease | None = None  # a shared worker's hold on the engine host
-        self._input: SharedTensor | None = None
-        self._output: SharedTensor | None = None
+        self._input: SharedTensor | None = None  # SLOTS input tensors
+        self._output: SharedTensor | None = None  # SLOTS output tensors
+        self._fd = -1  # the pipe's descriptor, for the raw per-frame records
+        self._ins: list[np.ndarray] = []  # each slot's view, made once per child
+        self._outs: list[np.ndarray] = []
+        self._queued: collections.deque[int] = collections.deque()  # slots submitted, oldest first
+        self._reply = bytearray(wire.REPLY.size)  # the child's answers are read into this
+        self._reply_iov = (memoryview(self._reply),)  # ... through this, made once
         self._info: ModelInfo | None = None
         self._start(fault)
 
@@ -148,27 +167,10 @@ class WorkerEngine:
         AcceleratorFailed when the worker is dead or dies, raises or hangs on this frame.
         """
         with self._lock:
-            conn, tensor_in, tensor_out = self._conn, self._input, self._output
-            if self._closed or self._failure is not None or conn is None or tensor_in is None or tensor_out is None:
-                raise AcceleratorFailed(self._why_dead())
-            if tensor.shape != tensor_in.shape or tensor.dtype != tensor_in.dtype:
-                raise ValueError(f"{self.info.path.name}: input must be {tensor_in.dtype.name} "
-                                 f"{list(tensor_in.shape)}, not {tensor.dtype.name} {list(tensor.shape)}")
-            np.copyto(tensor_in.array, tensor)
-            # Crossing to the child: after "invoke" the input slot is the child's until it answers.
-            try:
-                conn.send_bytes(INVOKE)
-            except OSError:
-                raise self._fail_dead("invoking") from None
-            data = self._await_bytes(self.timeout, "invoking")
-            took = done_seconds(data)
-            if took is None:
-                reply = pickle.loads(data)
-                raise self._fail("raised", f"{self._who()}: invoke failed in the worker: {reply[1]}")
-            self.last_child_invoke_us = took * 1e6
-            # Crossing back: the child wrote the output slot before "done"; copy it out before
-            # the next invoke overwrites it.
-            return tensor_out.array.copy()
+            if self._queued:
+                raise RuntimeError(f"{self.path.name}: invoke() with frames submitted and not collected")
+            self._submit(tensor)
+            return self._collect()[0]
 
     def timed_invoke(self, tensor: np.ndarray) -> tuple[np.ndarray, float]:
         """``invoke`` plus its duration in milliseconds, crossing to the child included."""
@@ -176,16 +178,87 @@ class WorkerEngine:
         output = self.invoke(tensor)
         return output, (time.perf_counter() - start) * 1000.0
 
+    @property
+    def in_flight(self) -> int:
+        """Frames submitted and not yet collected."""
+        return len(self._queued)
+
+    def submit(self, tensor: np.ndarray) -> None:
+        """Hand one input tensor to the child and return without waiting for the answer.
+
+        At most ``slots`` frames may be in flight (RuntimeError beyond). ValueError for a wrong
+        tensor (nothing submitted, the worker stays healthy); AcceleratorFailed when the worker
+        is dead or its pipe is gone: then every frame in flight is lost with it, and the caller
+        gets AcceleratorFailed for each from ``collect``.
+        """
+        with self._lock:
+            if len(self._queued) >= wire.SLOTS and self.alive:
+                raise RuntimeError(f"{self.path.name}: {wire.SLOTS} frames in flight already; collect() first")
+            self._submit(tensor)
+
+    def collect(self) -> tuple[np.ndarray, float]:
+        """The oldest submitted frame's raw output (a copy) and the child's invoke time in ms.
+
+        AcceleratorFailed when the worker is dead or dies, raises or hangs on that frame (the
+        timeout runs from this call); RuntimeError when nothing was submitted.
+        """
+        with self._lock:
+            return self._collect()
+
+    def _submit(self, tensor: np.ndarray) -> None:
+        if self._closed or self._failure is not None or self._fd < 0:
+            raise AcceleratorFailed(self._why_dead())
+        queued = self._queued
+        slot = (queued[-1] + 1) % wire.SLOTS if queued else 0
+        target = self._ins[slot]
+        if tensor.shape != target.shape or tensor.dtype != target.dtype:
+            raise ValueError(f"{self.info.path.name}: input must be {target.dtype.name} "
+                             f"{list(target.shape)}, not {tensor.dtype.name} {list(tensor.shape)}")
+        np.copyto(target, tensor)
+        # Crossing to the child: after "invoke k" input slot k is the child's until it answers.
+        try:
+            os.write(self._fd, wire.SLOT_OPS[slot])
+        except OSError:
+            raise self._fail_dead("invoking") from None
+        queued.append(slot)
+
+    def _collect(self) -> tuple[np.ndarray, float]:
+        queued = self._queued
+        if self._closed or self._failure is not None or self._fd < 0:
+            queued.clear()  # lost with the child (_teardown forgot them too)
+            raise AcceleratorFailed(self._why_dead())
+        if not queued:
+            raise RuntimeError(f"{self.path.name}: collect() with no frame submitted")
+        slot = queued[0]
+        self._await_reply(self.timeout, "invoking")
+        kind, answered, length, took = wire.REPLY.unpack_from(self._reply)
+        if kind == wire.FAILED:
+            text = wire.read_exact(self._fd, length)
+            why = text.decode(errors="replace") if text is not None else "(message lost)"
+            raise self._fail("raised", f"{self._who()}: invoke failed in the worker: {why}")
+        if kind != wire.DONE or answered != slot:
+            process = self._process
+            if process is not None and not self.shared:
+                process.kill()
+            raise self._fail("died", f"{self._who()}: answered {kind!r} for slot {answered}, "
+                                     f"expected slot {slot}; killed it")
+        queued.popleft()
+        self.last_child_invoke_us = took * 1e6
+        # Crossing back: the child wrote output slot k before "done"; copy it out before a
+        # later submit to slot k overwrites it.
+        output: np.ndarray = self._outs[slot].copy()
+        return output, took * 1000.0
+
     def inject_fault(self, fault: str) -> None:
         """Stage a fault (``abort``, ``raise``, ``hang``, optionally ``@N``) in the running child."""
         Fault.parse(fault)
         with self._lock:
-            if not self.alive or self._conn is None:
+            if not self.alive or self._fd < 0:
                 raise AcceleratorFailed(self._why_dead())
             try:
-                # Crossing to the child: messages are handled in order, so the fault is staged
+                # Crossing to the child: records are handled in order, so the fault is staged
                 # before the next invoke arrives; no answer is awaited.
-                self._conn.send(("fault", fault))
+                os.write(self._fd, wire.fault_record(fault))
             except OSError:
                 raise self._fail_dead("staging a fault") from None
 
@@ -259,10 +332,13 @@ class WorkerEngine:
             if reply[0] == "error":
                 raise _rebuild(reply[1])
             info: ModelInfo = reply[1]
-            self._input = SharedTensor.create(info.input.shape, info.input.dtype, "in")
-            self._output = SharedTensor.create(info.output.shape, info.output.dtype, "out")
-            conn.send(("attach", self._input.name, self._output.name))
+            self._input = SharedTensor.create((wire.SLOTS, *info.input.shape), info.input.dtype, "in")
+            self._output = SharedTensor.create((wire.SLOTS, *info.output.shape), info.output.dtype, "out")
+            conn.send(("attach", self._input.name, self._output.name, wire.SLOTS))
             self._await(self.start_timeout, "attaching the shared memory")
+            # From here on the pipe carries raw records only (engine/wire.py).
+            self._ins, self._outs = list(self._input.array), list(self._output.array)
+            self._fd = conn.fileno()
         except BaseException:
             if child_end is not None:
                 child_end.close()
@@ -272,14 +348,29 @@ class WorkerEngine:
         log.info("engine worker pid %s: %s on %s", process.pid, info.path.name, info.accelerator)
 
     def _await(self, timeout: float, doing: str) -> tuple[Any, ...]:
-        """The child's next (pickled) message; AcceleratorFailed when it dies or stays silent ``timeout`` s."""
-        message: tuple[Any, ...] = pickle.loads(self._await_bytes(timeout, doing))
-        return message
-
-    def _await_bytes(self, timeout: float, doing: str) -> bytes:
-        """The child's next message as bytes (see worker_child's protocol)."""
+        """The child's next set-up message (pickled); AcceleratorFailed when it dies or stays
+        silent ``timeout`` s."""
         conn = self._conn
         assert conn is not None
+        self._wait_readable(timeout, doing)
+        try:
+            message: tuple[Any, ...] = conn.recv()
+        except (EOFError, OSError):
+            raise self._fail_dead(doing) from None
+        return message
+
+    def _await_reply(self, timeout: float, doing: str) -> None:
+        """The child's next per-frame record, read into ``self._reply``."""
+        self._wait_readable(timeout, doing)
+        try:
+            got = os.readv(self._fd, self._reply_iov)
+            whole = got == wire.REPLY.size or (got > 0 and wire.read_into(self._fd, self._reply_iov[0][got:]))
+        except OSError:
+            whole = False
+        if not whole:
+            raise self._fail_dead(doing)
+
+    def _wait_readable(self, timeout: float, doing: str) -> None:
         # Crossing: the only place this side waits for the child. poll() wakes on a message,
         # on EOF (the child died: the kernel closed its end) or after the timeout.
         if not self._poller.poll(timeout * 1000.0):
@@ -287,10 +378,6 @@ class WorkerEngine:
             if process is not None:
                 process.kill()
             raise self._fail("timeout", f"{self._who()}: no answer within {timeout:g} s while {doing}; killed it")
-        try:
-            return conn.recv_bytes()
-        except (EOFError, OSError):
-            raise self._fail_dead(doing) from None
 
     def _fail_dead(self, doing: str) -> AcceleratorFailed:
         process, lease = self._process, self._lease
@@ -318,6 +405,9 @@ class WorkerEngine:
         """
         conn, process, lease = self._conn, self._process, self._lease
         self._conn = self._process = self._lease = None
+        self._fd = -1
+        self._ins, self._outs = [], []  # the views go before the segments they map
+        self._queued.clear()  # frames in flight are lost with the child
         for slot in (self._input, self._output):
             if slot is not None:
                 slot.close()

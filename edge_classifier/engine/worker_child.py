@@ -7,21 +7,18 @@ It opens the model with ``Engine.open`` here, in the child, so the Edge TPU dele
 (libedgetpu) lives only in this process: when libedgetpu aborts on a USB transfer error,
 this process dies and the parent carries on.
 
-The conversation on the pipe (small tuples; pixel data never goes through it)::
+The conversation on the pipe starts in ``Connection``'s framing, pickled tuples::
 
     child  -> ("ready", ModelInfo) | ("error", ErrorReport)       after Engine.open
-    parent -> ("attach", input_name, output_name)                 the shared memory slots
+    parent -> ("attach", input_name, output_name, slots)          the shared memory slots
     child  -> ("attached",)
-    parent -> INVOKE             the input slot holds a tensor    (repeated)
-    child  -> DONE + seconds     the output slot holds the answer; the invoke took that long
-            | ("failed", "RuntimeError: ...")                     invoke raised
-    parent -> ("fault", "abort" | "raise" | "hang" ...)           fault injection (no answer)
-    parent -> ("quit",) or closes its end                         the child exits
 
-The per-frame pair is not pickled: INVOKE is one byte, DONE one byte and the invoke's
-duration as a double, sent with ``send_bytes`` in the pipe's own framing. Every other
-message is a pickled tuple, whose first byte (the pickle protocol marker, 0x80) is
-neither INVOKE nor DONE, so each side tells them apart by the first byte.
+and then leaves it: every later message is a raw record on the descriptor (``engine/wire.py``):
+"invoke slot k", "slot k done in s seconds" or "slot k failed: RuntimeError ...", and the
+parent's "stage a fault". Pixel data never goes through the pipe: each segment holds
+``slots`` tensors, and slot k's input and output belong to the child from "invoke k" until
+its answer. The parent may send "invoke 1" while slot 0 is still invoking: the child answers
+in order, so the next frame waits in the pipe instead of behind the parent's preparation.
 
 Fault injection (tests and field drills) copies the real failures: ``abort`` calls
 ``os.abort()`` as libedgetpu does, ``raise`` raises the RuntimeError a failed delegate
@@ -36,23 +33,18 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import pickle
 import signal
-import struct
 import time
 from multiprocessing.connection import Connection
 from typing import Any
 
+from edge_classifier.engine import wire
 from edge_classifier.engine.interpreter import Engine
 from edge_classifier.engine.shm import SharedTensor
 from edge_classifier.errors import ConfigError, CustomOpError, EdgeClassifierError
 
-__all__ = ["DONE", "FAULTS", "FAULT_ENV", "FAULT_FILE_ENV", "INVOKE", "ErrorReport", "Fault", "WorkerRequest",
-           "done_seconds", "ignore_stop_signals", "serve", "serve_model"]
-
-INVOKE = b"i"  # parent -> child: the input slot holds a tensor
-DONE = b"d"  # child -> parent, followed by the invoke's seconds (struct "d"): the output slot holds the answer
-_DONE = struct.Struct("=cd")
+__all__ = ["FAULTS", "FAULT_ENV", "FAULT_FILE_ENV", "ErrorReport", "Fault", "WorkerRequest",
+           "ignore_stop_signals", "serve", "serve_model"]
 
 FAULT_ENV = "EDGE_CLASSIFIER_WORKER_FAULT"
 # A file whose content is a fault, read by each new child while the file exists: a test can
@@ -165,10 +157,11 @@ def serve_model(conn: Connection, request: WorkerRequest,
         if message is None or message[0] != "attach":
             return
         info = engine.info
-        slots.append(SharedTensor.attach(message[1], info.input.shape, info.input.dtype))
-        slots.append(SharedTensor.attach(message[2], info.output.shape, info.output.dtype))
+        count = int(message[3])
+        slots.append(SharedTensor.attach(message[1], (count, *info.input.shape), info.input.dtype))
+        slots.append(SharedTensor.attach(message[2], (count, *info.output.shape), info.output.dtype))
         if _send(conn, ("attached",)):
-            _answer_invokes(conn, engine, slots[0], slots[1], fault, device or contextlib.nullcontext())
+            _answer_invokes(conn.fileno(), engine, slots[0], slots[1], fault, device or contextlib.nullcontext())
     finally:
         for slot in slots:
             slot.close()
@@ -176,34 +169,56 @@ def serve_model(conn: Connection, request: WorkerRequest,
         conn.close()
 
 
-def _answer_invokes(conn: Connection, engine: Engine, tensor_in: SharedTensor, tensor_out: SharedTensor,
+def _answer_invokes(fd: int, engine: Engine, inputs: SharedTensor, outputs: SharedTensor,
                     fault: Fault | None, device: contextlib.AbstractContextManager[Any]) -> None:
+    """Answer invoke records in order until the parent says quit or goes (EOF)."""
+    ins = list(inputs.array)  # each slot's view, made once
+    outs = list(outputs.array)
+    count = len(ins)
+    invoke, clock, done = engine.invoke, time.perf_counter, wire.REPLY.pack
     good = 0
-    while (data := _recv_bytes(conn)) is not None:
-        if data == INVOKE:
-            # Crossing: the parent wrote the input slot before sending "invoke" and reads the
-            # output slot only after our answer; neither touches a slot the other owns.
+    while True:
+        try:
+            op = os.read(fd, 1)  # one record's first byte; 1-byte bytes are CPython singletons
+        except OSError:
+            return
+        if not op:
+            return
+        slot = op[0]
+        if slot < count:
+            # Crossing: the parent wrote input slot ``slot`` before the record and reads output
+            # slot ``slot`` only after our answer; neither touches a slot the other owns.
             try:
                 with device:
                     if fault is not None and not fault.on_open and good >= fault.after:
                         fault.fire()
-                    start = time.perf_counter()
-                    tensor_out.array[...] = engine.invoke(tensor_in.array)
-                    took = time.perf_counter() - start
+                    start = clock()
+                    outs[slot][...] = invoke(ins[slot])
+                    took = clock() - start
             except Exception as exc:
-                if not _send(conn, ("failed", f"{type(exc).__name__}: {exc}")):
-                    return
+                text = f"{type(exc).__name__}: {exc}".encode()
+                reply = done(wire.FAILED, slot, len(text), 0.0) + text
             else:
                 good += 1
-                if not _send_bytes(conn, _DONE.pack(DONE, took)):
-                    return
-            continue
-        message: tuple[Any, ...] = pickle.loads(data)
-        op = message[0]
-        if op == "fault":
-            fault, good = Fault.parse(message[1]), 0
-        elif op == "quit":
+                reply = done(wire.DONE, slot, 0, took)
+            if not _write(fd, reply):
+                return
+        elif op == wire.FAULT:
+            length = wire.read_length(fd)
+            data = wire.read_exact(fd, length) if length is not None else None
+            if data is None:
+                return
+            fault, good = Fault.parse(data.decode()), 0
+        else:  # QUIT, or anything this side does not know: stop rather than guess
             return
+
+
+def _write(fd: int, data: bytes) -> bool:
+    try:
+        os.write(fd, data)  # a few bytes on a socket with room: written whole
+    except OSError:  # the parent closed its end: nobody is listening any more
+        return False
+    return True
 
 
 def _staged_fault(request: WorkerRequest) -> Fault | None:
@@ -225,33 +240,12 @@ def _staged_fault(request: WorkerRequest) -> Fault | None:
 
 
 def _recv(conn: Connection) -> tuple[Any, ...] | None:
-    """The next (pickled) message, or None when the parent has gone (its end of the pipe closed)."""
-    data = _recv_bytes(conn)
-    message: tuple[Any, ...] | None = None if data is None else pickle.loads(data)
-    return message
-
-
-def _recv_bytes(conn: Connection) -> bytes | None:
-    """The next message's bytes, or None when the parent has gone."""
+    """The next (pickled) set-up message, or None when the parent has gone (its end closed)."""
     try:
-        return conn.recv_bytes()
+        message: tuple[Any, ...] = conn.recv()
     except (EOFError, OSError):
         return None
-
-
-def _send_bytes(conn: Connection, data: bytes) -> bool:
-    try:
-        conn.send_bytes(data)
-    except OSError:
-        return False
-    return True
-
-
-def done_seconds(data: bytes) -> float | None:
-    """The invoke's duration from a DONE message; None for any other message."""
-    if len(data) == _DONE.size and data[:1] == DONE:
-        return float(_DONE.unpack(data)[1])
-    return None
+    return message
 
 
 def _send(conn: Connection, message: tuple[Any, ...]) -> bool:
