@@ -22,9 +22,12 @@ daemon process and of its worker child, from /proc. On a 2-core machine the chil
 the daemon's other threads, the broker and the counting subscriber share the cores, which a
 Coral's invoke would not: the overlap gains more on the real thing than it can show here.
 With ``--shared`` the daemon's worker is a thread of the engine host, as a TPU model's is.
+``--pace-ms T`` (with ``--daemon``): the worker child's pace drill (``engine/worker_child.py``):
+every invoke lasts at least T ms, the rest of it a sleep that costs no CPU, as a Coral's invoke
+does (about 2.6 ms for MobileNetV2): whether the daemon keeps such a device busy.
 
     python benchmarks/worker_overhead.py [--frames N] [--rounds R] [--model PATH ...] [--shared]
-                                         [--daemon N [--daemon-model PATH]]
+                                         [--daemon N [--daemon-model PATH] [--pace-ms T]]
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ sys.path.insert(0, str(REPO))
 
 from edge_classifier.engine import Engine  # noqa: E402
 from edge_classifier.engine.worker import WorkerEngine  # noqa: E402
+from edge_classifier.engine.worker_child import PACE_ENV  # noqa: E402
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import throughput  # noqa: E402
@@ -214,7 +218,11 @@ def main() -> int:
                         help="also the daemon through one worker child, serial vs overlapped, N frames a run")
     parser.add_argument("--daemon-model", type=Path, default=TESTDATA / "models" / MODELS[0],
                         help="the model of --daemon (default: the smallest)")
+    parser.add_argument("--pace-ms", type=float, default=0.0, metavar="T",
+                        help="with --daemon: every worker invoke lasts at least T ms (a Coral stand-in)")
     args = parser.parse_args()
+    if args.pace_ms:
+        os.environ[PACE_ENV] = f"{args.pace_ms:g}"  # read by every worker child, the daemon's too
     paths = args.model or [TESTDATA / "models" / name for name in MODELS]
     rows = [measure(path, args.frames, args.rounds, args.shared) for path in paths]
     print(f"{'model':40} {'engine µs':>10} {'worker µs':>10} {'overhead µs':>12} {'(min..max)':>14} "
@@ -227,7 +235,8 @@ def main() -> int:
     overlap = overlap_rows(args.daemon_model.resolve(), args.daemon, args.shared) if args.daemon else None
     if overlap is not None:
         where = "the engine host" if args.shared else "one worker child"
-        print(f"daemon through {where} ({overlap['model']}, {overlap['frames']} frames a run, QoS 1): "
+        paced = f", every invoke paced to {args.pace_ms:g} ms" if args.pace_ms else ""
+        print(f"daemon through {where} ({overlap['model']}{paced}, {overlap['frames']} frames a run, QoS 1): "
               f"child's own invoke rate {overlap['child_invoke_per_s']} /s (runs {overlap['child_invoke_runs']})")
         for mode in ("serial", "overlap"):
             cell = overlap[mode]
@@ -236,6 +245,7 @@ def main() -> int:
                   f"{cell['ratio_to_invoke']:.3f}   CPU per frame: daemon {cell['cpu_ms_frame']:.3f} ms, "
                   f"worker child {cell['child_cpu_ms_frame']:.3f} ms")
     print(json.dumps({"frames": args.frames, "rounds": args.rounds, "shared": args.shared, "cpus": os.cpu_count(),
+                      "pace_ms": args.pace_ms,
                       "results": rows, "overlap": overlap}))
     return 0
 

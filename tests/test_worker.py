@@ -26,7 +26,7 @@ from edge_classifier.cli.classify import read_image
 from edge_classifier.engine import Engine
 from edge_classifier.engine.shm import SHM_PREFIX
 from edge_classifier.engine.worker import WorkerEngine
-from edge_classifier.engine.worker_child import FAULT_ENV, Fault
+from edge_classifier.engine.worker_child import FAULT_ENV, PACE_ENV, Fault
 from edge_classifier.errors import AcceleratorError, AcceleratorFailed, ConfigError, InputMissingError
 
 TIMEOUT = 0.5  # the hung-device timeout in these tests
@@ -163,6 +163,27 @@ def test_a_fault_from_the_environment_is_read_by_every_child(monkeypatch, engine
 def test_a_bad_fault_in_the_environment_is_a_config_error(monkeypatch):
     monkeypatch.setenv(FAULT_ENV, "explode")
     with pytest.raises(ConfigError, match=f"{FAULT_ENV}: Invalid worker fault: 'explode'"):
+        WorkerEngine(model(V1_025), accelerator="cpu")
+    assert not our_segments()
+
+
+def test_the_pace_drill_makes_every_invoke_last_as_long_with_the_real_answers(monkeypatch, engine, tensors):
+    monkeypatch.setenv(PACE_ENV, "40")
+    with WorkerEngine(model(V1_025), accelerator="cpu", threads=1) as worker:
+        for tensor in tensors:
+            # The child's clock covers the real invoke and the drill's sleep: at least 40 ms,
+            # where this model's own invoke is well under 10 ms.
+            start = time.perf_counter()
+            answer = worker.invoke(tensor)
+            assert time.perf_counter() - start >= 0.040
+            assert worker.last_child_invoke_us >= 40_000
+            np.testing.assert_array_equal(answer, engine.invoke(tensor))
+
+
+@pytest.mark.parametrize("value", ["fast", "-1", "nan", "20000"])
+def test_a_bad_pace_is_a_config_error_naming_it(monkeypatch, value):
+    monkeypatch.setenv(PACE_ENV, value)
+    with pytest.raises(ConfigError, match=f"{PACE_ENV}: '{value}' is not a number of milliseconds"):
         WorkerEngine(model(V1_025), accelerator="cpu")
     assert not our_segments()
 

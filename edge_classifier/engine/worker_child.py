@@ -26,6 +26,12 @@ invoke raises, ``hang`` never returns, like a wedged USB transfer. ``abort-open`
 ``hang-open`` do the same while the model loads. A fault fires on the first invoke after
 ``@N`` good ones (``raise@10``; default ``@0``). It comes from the constructor, a
 ``("fault", ...)`` message or ``$EDGE_CLASSIFIER_WORKER_FAULT`` (read by every child).
+
+A pace drill, ``$EDGE_CLASSIFIER_WORKER_PACE_MS``: every invoke takes at least that long (the
+real invoke, then a sleep for the rest of the time, which costs no CPU), like an accelerator
+whose invoke is that long and runs off the host's CPU. With a CPU model it shows whether the
+daemon keeps a Coral-speed device busy (``benchmarks/worker_overhead.py --pace-ms``); the
+answers are still the real model's.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from edge_classifier.engine.interpreter import Engine
 from edge_classifier.engine.shm import SharedTensor
 from edge_classifier.errors import ConfigError, CustomOpError, EdgeClassifierError
 
-__all__ = ["FAULTS", "FAULT_ENV", "FAULT_FILE_ENV", "ErrorReport", "Fault", "WorkerRequest",
+__all__ = ["FAULTS", "FAULT_ENV", "FAULT_FILE_ENV", "PACE_ENV", "ErrorReport", "Fault", "WorkerRequest",
            "ignore_stop_signals", "serve", "serve_model"]
 
 FAULT_ENV = "EDGE_CLASSIFIER_WORKER_FAULT"
@@ -51,6 +57,7 @@ FAULT_ENV = "EDGE_CLASSIFIER_WORKER_FAULT"
 # make a device fail and, by deleting the file, let it recover.
 FAULT_FILE_ENV = "EDGE_CLASSIFIER_WORKER_FAULT_FILE"
 FAULTS = ("abort", "raise", "hang", "abort-open", "hang-open")
+PACE_ENV = "EDGE_CLASSIFIER_WORKER_PACE_MS"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -141,6 +148,7 @@ def serve_model(conn: Connection, request: WorkerRequest,
     ``device`` (the engine host's lock of the Edge TPU it runs on; none in a lone worker)."""
     try:
         fault = _staged_fault(request)
+        pace = _pace()
         if fault is not None and fault.on_open:
             fault.fire()
         engine = Engine.open(request.path, accelerator=request.accelerator, device=request.device,
@@ -161,7 +169,8 @@ def serve_model(conn: Connection, request: WorkerRequest,
         slots.append(SharedTensor.attach(message[1], (count, *info.input.shape), info.input.dtype))
         slots.append(SharedTensor.attach(message[2], (count, *info.output.shape), info.output.dtype))
         if _send(conn, ("attached",)):
-            _answer_invokes(conn.fileno(), engine, slots[0], slots[1], fault, device or contextlib.nullcontext())
+            _answer_invokes(conn.fileno(), engine, slots[0], slots[1], fault, device or contextlib.nullcontext(),
+                            pace)
     finally:
         for slot in slots:
             slot.close()
@@ -170,8 +179,10 @@ def serve_model(conn: Connection, request: WorkerRequest,
 
 
 def _answer_invokes(fd: int, engine: Engine, inputs: SharedTensor, outputs: SharedTensor,
-                    fault: Fault | None, device: contextlib.AbstractContextManager[Any]) -> None:
-    """Answer invoke records in order until the parent says quit or goes (EOF)."""
+                    fault: Fault | None, device: contextlib.AbstractContextManager[Any],
+                    pace: float = 0.0) -> None:
+    """Answer invoke records in order until the parent says quit or goes (EOF); each invoke
+    takes at least ``pace`` seconds (the pace drill)."""
     ins = list(inputs.array)  # each slot's view, made once
     outs = list(outputs.array)
     count = len(ins)
@@ -195,6 +206,9 @@ def _answer_invokes(fd: int, engine: Engine, inputs: SharedTensor, outputs: Shar
                     start = clock()
                     outs[slot][...] = invoke(ins[slot])
                     took = clock() - start
+                    if took < pace:
+                        time.sleep(pace - took)  # the pace drill: the rest of a slower device's invoke
+                        took = clock() - start
             except Exception as exc:
                 text = f"{type(exc).__name__}: {exc}".encode()
                 reply = done(wire.FAILED, slot, len(text), 0.0) + text
@@ -219,6 +233,20 @@ def _write(fd: int, data: bytes) -> bool:
     except OSError:  # the parent closed its end: nobody is listening any more
         return False
     return True
+
+
+def _pace() -> float:
+    """The pace drill's seconds per invoke (0: off); ConfigError naming a bad value."""
+    text = os.environ.get(PACE_ENV, "").strip()
+    if not text:
+        return 0.0
+    try:
+        milliseconds = float(text)
+    except ValueError:
+        milliseconds = -1.0
+    if not 0.0 <= milliseconds <= 10_000.0:
+        raise ConfigError([f"{PACE_ENV}: {text!r} is not a number of milliseconds from 0 to 10000"])
+    return milliseconds / 1000.0
 
 
 def _staged_fault(request: WorkerRequest) -> Fault | None:
