@@ -57,7 +57,7 @@ fps = 8
 top_k = 1
 threshold = 0.0
 [publish]
-stats_interval = 0
+stats_interval = 1
 """)
 
 
@@ -101,6 +101,13 @@ def test_two_cameras_on_two_models_swap_one_and_sighup(tmp_path, broker, store):
         state = ask(probe, "status", {})["state"]
         assert {k: v["name"] for k, v in state["source_models"].items()} == {"front": V1_050, "yard": BIRDS}
         assert state["model"]["name"] == V1_025  # [model], used by sources without their own
+        # {prefix}/stats says the same, beside [model]'s name.
+        probe.subscribe(f"{PREFIX}/stats")
+        stats = json.loads(probe.expect(f"{PREFIX}/stats", timeout=10).payload)
+        assert stats["model"] == V1_025
+        assert stats["source_models"] == {
+            "front": {"model": V1_050, "accelerator": "cpu", "fallback": None},
+            "yard": {"model": BIRDS, "accelerator": "cpu", "fallback": None}}, stats
 
         # A swap naming front: front moves to the birds model (onto yard's set: shared), yard
         # keeps its model, and [model] is untouched.

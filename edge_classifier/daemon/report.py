@@ -56,6 +56,10 @@ def stats_since(daemon: Device, last: tuple[float, int, int], latencies: list[fl
         "accelerator_state": supervisor.state if supervisor else "ok",
         "fallbacks": supervisor.fallbacks if supervisor else 0,
         "model": info.name,
+        # The cameras on a model of their own (``[[sources]] model``): which, on what (empty
+        # when every camera uses ``[model]``).
+        "source_models": {name: {"model": m["name"], "accelerator": m["accelerator"], "fallback": m["fallback"]}
+                          for name, m in source_models(daemon).items()},
         "paused": daemon.paused,
         "uptime_s": round(now - daemon.started, 1),
         "spool_depth": len(daemon.publisher.outbox),
