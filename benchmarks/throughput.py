@@ -259,6 +259,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each raw measurement")
     parser.add_argument("--capped-frames", type=int, default=150, help="frames in the 30 fps run")
     args = parser.parse_args()
+    args.model = args.model.resolve()  # the daemon's config is read from a temporary directory
     if shutil.which("mosquitto") is None:
         raise SystemExit("mosquitto is not installed (apt-get install mosquitto)")
     cores = os.cpu_count() or 1

@@ -90,3 +90,21 @@ def test_handoff_fifo_lanes_keep_every_frame_in_order_and_alternate():
     assert [(f.source, f.index) for f in taken if f] == [
         ("a", 1), ("b", 1), ("a", 2), ("b", 2), ("a", 3), ("b", 3)]
     assert handoff.dropped == 0
+
+
+def test_handoff_full_fifo_lane_refills_once_drained_and_loses_nothing():
+    """A producer blocked on a full lane is woken when the consumer has drained it to the
+    low-water mark (empty, for two frames), not at every frame; every frame still arrives in order."""
+    handoff = Handoff(overwrite=False, capacity=2)
+    stop = threading.Event()
+
+    def produce() -> None:
+        for index in range(1, 21):
+            assert handoff.put(frame("files", index), stop)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    taken = [handoff.get(timeout=5) for _ in range(20)]
+    producer.join(5)
+    assert [f.index for f in taken if f] == list(range(1, 21))
+    assert len(handoff) == 0 and handoff.dropped == 0

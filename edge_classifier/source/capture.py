@@ -245,9 +245,10 @@ class Capture:
                 self._emit("source_back", {"source": source.name, "downtime_s": round(downtime, 3),
                                            "attempts": attempts})
                 lost_since, attempts = None, 0
-            if not self._pace(source.live):
+            paced = self._pace(source.live)
+            if paced is None:
                 continue
-            if not source.live:
+            if paced and not source.live:
                 # A file frame waited for its turn under the fps cap: it is "captured" now,
                 # so ts and latency_ms.total do not count the pacing wait.
                 frame = dataclasses.replace(frame, captured=time.monotonic(), timestamp=time.time())
@@ -272,17 +273,18 @@ class Capture:
         self.dropped += 1
         self.tally.count(frame.source, "dropped")
 
-    def _pace(self, live: bool) -> bool:
-        """Apply the fps cap; False means discard this (live) frame."""
+    def _pace(self, live: bool) -> bool | None:
+        """Apply the fps cap: None means discard this (live) frame (or stop), else whether it
+        waited for its turn (a file frame is stamped again then)."""
         wait = self._limiter.wait(time.monotonic())
         if wait > 0:
             if live:
                 self.skipped += 1
-                return False
+                return None
             if self._stop.wait(wait):
-                return False
+                return None
         self._limiter.mark(time.monotonic())
-        return True
+        return wait > 0
 
     def _transform(self, frame: Frame) -> Frame:
         self.last_camera = frame

@@ -12,7 +12,11 @@ the one whose source was served longest ago goes first. Two policies per lane:
   counted in ``dropped`` (and passed to ``on_drop``), so a slow consumer never builds
   a backlog of stale frames.
 - ``overwrite=False`` (files): a bounded FIFO. ``put`` blocks while the lane is full
-  (backpressure on the reader) and nothing is ever dropped.
+  (backpressure on the reader) and nothing is ever dropped. A producer that found its lane
+  full waits until the consumer has drained it to ``(capacity - 1) // 2`` frames (empty, for
+  the default two), then fills it again: one wake-up of the reader thread per two frames
+  instead of one per frame (each wake-up is a futex wake and two context switches, which
+  cost the 2-core machine more than the file reader's own work on a cached image).
 
 A lane exists only while it holds frames, so the handoff is bounded by the number of
 cameras with a frame waiting. Several captures may share one handoff (``put`` takes
@@ -45,6 +49,7 @@ class Handoff:
         self.overwrite = overwrite
         self.capacity = capacity
         """Frames a FIFO (file) lane holds; an overwrite lane holds one."""
+        self._low = (capacity - 1) // 2  # a full FIFO lane is refilled from this many frames on
         self.dropped = 0
         self._on_drop = on_drop
         self._lanes: dict[str, collections.deque[Frame]] = {}
@@ -72,12 +77,12 @@ class Handoff:
                     dropped = lane.popleft()
                     lane.clear()
                     self.dropped += 1
-            else:
-                while lane is not None and len(lane) >= self.capacity:
+            elif lane is not None and len(lane) >= self.capacity:
+                while lane is not None and len(lane) > self._low:
                     if self._closed or stop.is_set():
                         return False
-                    # Woken by get() taking a frame, or by close(); the timeout lets
-                    # a stop() that only set the event be noticed too.
+                    # Woken by get() draining the lane to the low-water mark, or by close();
+                    # the timeout lets a stop() that only set the event be noticed too.
                     self._cond.wait(0.1)
                     lane = self._lanes.get(frame.source)
             if self._closed:
@@ -122,8 +127,9 @@ class Handoff:
             served.move_to_end(name)
             if len(served) > _REMEMBERED:
                 served.popitem(last=False)  # a camera not served for this long starts afresh
-            # Crossing: wake a producer that waits for room.
-            self._cond.notify_all()
+            if len(lane) <= self._low:
+                # Crossing: wake a producer that waits for its lane to drain (see put).
+                self._cond.notify_all()
             return frame
 
     @property

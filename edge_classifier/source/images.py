@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import stat
 import time
 
 import numpy as np
@@ -57,8 +58,10 @@ class ImageSource:
         once a second: a looping folder of one image would otherwise be listed every frame."""
         now = time.monotonic()
         try:
-            # A directory's identity for the cache is its mtime; a glob has none (None).
-            key = os.stat(self.pattern).st_mtime_ns if os.path.isdir(self.pattern) else None
+            # A directory's identity for the cache is its mtime; a glob has none (None). One
+            # stat (not isdir and stat): a looping folder of one image comes here every frame.
+            found = os.stat(self.pattern)
+            key = found.st_mtime_ns if stat.S_ISDIR(found.st_mode) else None
         except OSError:
             key = None
         cached = self._listed
@@ -113,16 +116,16 @@ class ImageSource:
 
     def _decode(self, path: str) -> np.ndarray | None:
         try:
-            stat = os.stat(path)
+            found = os.stat(path)
             # A looping folder shows the same files again and again: keep them decoded (as
             # read-only arrays, so no frame can change another) while size and mtime hold.
-            key = (stat.st_size, stat.st_mtime_ns)
+            key = (found.st_size, found.st_mtime_ns)
             cached = self._decoded.get(path)
             if cached is not None and cached[0] == key:
                 return cached[1]
-            if stat.st_size > self.limits.max_bytes:
+            if found.st_size > self.limits.max_bytes:
                 self.rejected += 1
-                self._skip(path, f"{stat.st_size} bytes, over the limit of {self.limits.max_bytes} (source.max_bytes)")
+                self._skip(path, f"{found.st_size} bytes, over the limit of {self.limits.max_bytes} (source.max_bytes)")
                 return None
             with open(path, "rb") as f:
                 data = f.read(self.limits.max_bytes + 1)
