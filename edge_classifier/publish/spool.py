@@ -18,24 +18,8 @@ acknowledged; with the broker up that is what was in flight at that instant. Eve
 older is on disk and synced; acknowledgements not yet checkpointed come back as duplicates,
 never as losses.
 
-On disk (all integers little-endian)::
-
-    spool.lock                 flock()ed while open: one process per spool
-    spool-000000000001.log     segments, numbered; the highest is the one being appended to
-    spool-000000000002.log
-
-    record     = [magic u32][length u32][crc32 u32][body: length bytes]
-    crc32      = zlib.crc32 over the magic and length fields and then the body
-    message    magic "ECm1": body = [seq u64][qos u8][retain u8][topic length u16][topic utf-8][payload]
-    checkpoint magic "ECk1": body = [floor u64][count u32][count x seq u64]
-
-Every message gets a sequence number, increasing across segments and restarts. A
-checkpoint says which messages are still owed to the broker: those with ``seq >= floor``
-plus the ``count`` listed (messages in flight, or recovered from an earlier crash ahead of
-the floor); every other seq was acknowledged or dropped for the bounds. Acks may come out
-of order (QoS 0 and 1 mixed); the list keeps an early unacked message without holding the
-later acked ones. The last valid checkpoint on disk is the state; none at all means every
-message on disk is owed.
+On disk: see ``publish/spool_format.py`` (segments of CRC-framed message and checkpoint records
+beside a ``spool.lock``).
 
 Writes:
 
@@ -74,168 +58,31 @@ Errors opening the spool (directory not creatable, spool locked by another proce
 from __future__ import annotations
 
 import collections
-import dataclasses
 import errno
 import fcntl
 import logging
 import os
-import re
-import struct
 import time
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
 from edge_classifier.publish.outbox import Message, Outbox
+from edge_classifier.publish.spool_format import (
+    LOCK_NAME,
+    SEGMENT_NAME,
+    Segment,
+    encode_checkpoint,
+    encode_message,
+    fdatasync,
+    read_segment,
+    segment_name,
+    sync_directory,
+)
 
 __all__ = ["DiskOutbox"]
 
 log = logging.getLogger(__name__)
-
-_MAGIC_MESSAGE = int.from_bytes(b"ECm1", "little")
-_MAGIC_CHECKPOINT = int.from_bytes(b"ECk1", "little")
-_HEAD = struct.Struct("<III")  # magic, length, crc32
-_PREFIX = struct.Struct("<II")  # magic, length: the part of the head the crc covers
-_MESSAGE = struct.Struct("<QBBH")  # seq, qos, retain, topic length
-_CHECKPOINT = struct.Struct("<QI")  # floor, count
-_SEQ = struct.Struct("<Q")
-_MAX_BODY = 1 << 30  # larger lengths are corruption, not data
-_SEGMENT_NAME = re.compile(r"^spool-(\d{12})\.log$")
-_LOCK_NAME = "spool.lock"
-
-_fdatasync = getattr(os, "fdatasync", os.fsync)
-
-
-@dataclasses.dataclass(slots=True)
-class _Segment:
-    """A segment file and the range of message seqs in it (mutable: the last one grows)."""
-
-    number: int
-    path: Path
-    size: int = 0
-    first: int | None = None
-    last: int | None = None
-
-    def add(self, seq: int) -> None:
-        if self.first is None:
-            self.first = seq
-        self.last = seq
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Record:
-    """One valid record read back: a message (``message`` set) or a checkpoint."""
-
-    end: int
-    seq: int = 0
-    message: Message | None = None
-    floor: int = 0
-    listed: frozenset[int] = frozenset()
-
-
-def _segment_name(number: int) -> str:
-    return f"spool-{number:012d}.log"
-
-
-def _frame(magic: int, body: bytes) -> bytes:
-    prefix = _PREFIX.pack(magic, len(body))
-    return _HEAD.pack(magic, len(body), zlib.crc32(body, zlib.crc32(prefix))) + body
-
-
-def _encode_message(seq: int, message: Message) -> bytes:
-    """The framed record of ``message`` with sequence number ``seq``."""
-    topic = message.topic.encode("utf-8")
-    if len(topic) > 0xFFFF:
-        raise ValueError(f"topic too long for MQTT ({len(topic)} bytes): {message.topic[:60]}...")
-    head = _MESSAGE.pack(seq, message.qos, 1 if message.retain else 0, len(topic))
-    return _frame(_MAGIC_MESSAGE, head + topic + message.payload)
-
-
-def _encode_checkpoint(floor: int, listed: tuple[int, ...]) -> bytes:
-    """The framed checkpoint: owed are ``seq >= floor`` and the ``listed`` seqs."""
-    body = _CHECKPOINT.pack(floor, len(listed)) + b"".join(_SEQ.pack(seq) for seq in listed)
-    return _frame(_MAGIC_CHECKPOINT, body)
-
-
-def _parse(data: bytes, pos: int) -> _Record | None:
-    """The valid record starting at ``pos``, or None (bad magic, cut short, bad crc, bad body)."""
-    if pos + _HEAD.size > len(data):
-        return None
-    magic, length, crc = _HEAD.unpack_from(data, pos)
-    if magic not in (_MAGIC_MESSAGE, _MAGIC_CHECKPOINT) or length > _MAX_BODY:
-        return None
-    start = pos + _HEAD.size
-    end = start + length
-    if end > len(data):
-        return None
-    body = data[start:end]
-    if zlib.crc32(body, zlib.crc32(data[pos : pos + _PREFIX.size])) != crc:
-        return None
-    try:
-        if magic == _MAGIC_MESSAGE:
-            seq, qos, retain, topic_length = _MESSAGE.unpack_from(body)
-            topic_end = _MESSAGE.size + topic_length
-            if topic_end > length:
-                return None
-            topic = body[_MESSAGE.size : topic_end].decode("utf-8")
-            return _Record(end, seq=seq, message=Message(topic, body[topic_end:], qos, bool(retain)))
-        floor, count = _CHECKPOINT.unpack_from(body)
-        if _CHECKPOINT.size + count * _SEQ.size != length:
-            return None
-        listed = struct.unpack_from(f"<{count}Q", body, _CHECKPOINT.size)
-        return _Record(end, floor=floor, listed=frozenset(listed))
-    except (struct.error, UnicodeDecodeError):
-        return None
-
-
-def _resync(data: bytes, pos: int) -> int:
-    """Where the next valid record starts at or after ``pos``; -1 if none does."""
-    markers = (_MAGIC_MESSAGE.to_bytes(4, "little"), _MAGIC_CHECKPOINT.to_bytes(4, "little"))
-    while True:
-        found = [at for at in (data.find(marker, pos) for marker in markers) if at >= 0]
-        if not found:
-            return -1
-        at = min(found)
-        if _parse(data, at) is not None:
-            return at
-        pos = at + 1
-
-
-def _read_segment(segment: _Segment) -> list[_Record]:
-    """Every valid record of a segment; bad bytes are skipped, a bad tail is truncated away."""
-    data = segment.path.read_bytes()
-    records: list[_Record] = []
-    pos = 0
-    good_end = 0
-    while pos < len(data):
-        record = _parse(data, pos)
-        if record is not None:
-            records.append(record)
-            pos = good_end = record.end
-            continue
-        resume = _resync(data, pos + 1)
-        if resume < 0:
-            log.warning("spool: %s: %d bad bytes at the end (offset %d) cut off: a torn write",
-                        segment.path, len(data) - pos, pos)
-            break
-        log.warning("spool: %s: %d bad bytes skipped at offset %d", segment.path, resume - pos, pos)
-        pos = resume
-    if good_end < len(data):
-        with open(segment.path, "r+b") as file:
-            file.truncate(good_end)
-            os.fsync(file.fileno())
-    segment.size = good_end
-    return records
-
-
-def _sync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
 
 class DiskOutbox(Outbox):
     """An :class:`Outbox` kept on disk in ``directory`` (see the module docstring)."""
@@ -269,7 +116,7 @@ class DiskOutbox(Outbox):
         self._inflight_seqs: dict[int, int] = {}
         self._floor = 0  # pending seqs at or above this run contiguously to the newest
         self._next_seq = 1
-        self._segments: list[_Segment] = []
+        self._segments: list[Segment] = []
         self._fd = -1
         self._lock_fd = -1
         self._unsynced = False
@@ -289,7 +136,7 @@ class DiskOutbox(Outbox):
     # --- lifecycle --------------------------------------------------------------------
 
     def _lock(self) -> None:
-        fd = os.open(self.directory / _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -315,11 +162,11 @@ class DiskOutbox(Outbox):
 
     def _sync(self) -> None:
         state = self._state()
-        if state != self._saved and self._write(_encode_checkpoint(*state)):
+        if state != self._saved and self._write(encode_checkpoint(*state)):
             self._saved = state
         if self._unsynced:
             try:
-                _fdatasync(self._fd)
+                fdatasync(self._fd)
             except OSError as exc:
                 self._write_failed("sync", exc)
             else:
@@ -353,7 +200,7 @@ class DiskOutbox(Outbox):
         if self._closed:
             raise ValueError(f"spool {self.directory} is closed")
         seq = self._next_seq
-        record = _encode_message(seq, message)  # raises for a bad topic before anything changes
+        record = encode_message(seq, message)  # raises for a bad topic before anything changes
         self._next_seq += 1
         if self.spill_after > 0:
             self._unspilled[seq] = (message, self._clock())
@@ -398,7 +245,7 @@ class DiskOutbox(Outbox):
         if not force and self._clock() - oldest < self.spill_after:
             return
         for seq, (message, _) in self._unspilled.items():
-            self._write_message(seq, _encode_message(seq, message))
+            self._write_message(seq, encode_message(seq, message))
         self._unspilled.clear()
 
     def _write_message(self, seq: int, record: bytes) -> None:
@@ -450,19 +297,19 @@ class DiskOutbox(Outbox):
 
     def _open_segment(self, number: int) -> None:
         """Make segment ``number`` the one appended to; a new one starts with a checkpoint."""
-        path = self.directory / _segment_name(number)
+        path = self.directory / segment_name(number)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         if self._segments and self._segments[-1].number == number:
             self._fd = fd
             return
-        self._segments.append(_Segment(number, path))
+        self._segments.append(Segment(number, path))
         self._fd = fd
         state = self._state()
-        if self._write(_encode_checkpoint(*state)):
+        if self._write(encode_checkpoint(*state)):
             self._saved = state
         try:
-            _fdatasync(fd)
-            _sync_directory(self.directory)  # the new file's name must survive a power cut too
+            fdatasync(fd)
+            sync_directory(self.directory)  # the new file's name must survive a power cut too
         except OSError as exc:
             self._write_failed("sync", exc)
         else:
@@ -473,7 +320,7 @@ class DiskOutbox(Outbox):
         if self._fd >= 0:
             if self._unsynced:
                 try:
-                    _fdatasync(self._fd)
+                    fdatasync(self._fd)
                 except OSError as exc:
                     self._write_failed("sync", exc)
             os.close(self._fd)
@@ -488,7 +335,7 @@ class DiskOutbox(Outbox):
     def _collect(self) -> None:
         """Delete the segments (except the newest) that hold no message still owed."""
         floor, listed = self._state()
-        keep: list[_Segment] = []
+        keep: list[Segment] = []
         for segment in self._segments[:-1]:
             owed = segment.first is not None and segment.last is not None and (
                 segment.last >= floor or any(segment.first <= seq <= segment.last for seq in listed)
@@ -507,13 +354,13 @@ class DiskOutbox(Outbox):
         numbered = sorted(
             (int(match.group(1)), path)
             for path in self.directory.iterdir()
-            if (match := _SEGMENT_NAME.match(path.name))
+            if (match := SEGMENT_NAME.match(path.name))
         )
         messages: list[tuple[int, Message]] = []
         floor, listed = 0, frozenset[int]()
         for number, path in numbered:
-            segment = _Segment(number, path)
-            for record in _read_segment(segment):
+            segment = Segment(number, path)
+            for record in read_segment(segment):
                 if record.message is None:
                     floor, listed = record.floor, record.listed
                     continue
