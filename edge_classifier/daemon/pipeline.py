@@ -262,6 +262,16 @@ class Pipeline:
             # No interpreter for this worker in some set in use (the Edge TPU has one).
             stopped = self._stop.wait(0.1) if wait else self._stop.is_set()
             return False if stopped else None
+        if self._paused.is_set() and wait:
+            # Paused: frames are taken and dropped without the take lock. A paused worker that
+            # went straight back to the lock would hold it nearly all the time (Python's locks
+            # are not fair), and a model swap, which needs it, waited up to a minute for it.
+            if self._stop.is_set():
+                return False
+            capture = self.capture
+            if capture.get(timeout=0.1) is None and capture.ended.is_set():
+                return False
+            return None
         # Without waiting, the lock must not be waited for either: another worker may hold it
         # for up to 0.1 s in capture.get while this one has a finished frame to collect.
         if not self._take_lock.acquire(blocking=wait):
