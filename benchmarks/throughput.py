@@ -18,6 +18,7 @@ machines are noisy. Prints a table and a JSON line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -150,7 +151,10 @@ class Counter:
 
 
 def run_daemon(work: Path, model: Path, port: int, frames: int, fps: float, threads: int,
-               counter: Counter, qos: int = 1, frames_dir: Path | None = None) -> dict[str, Any]:
+               counter: Counter, qos: int = 1, frames_dir: Path | None = None, model_extra: str = "",
+               env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The real daemon for ``frames`` results: their rate, CPU per frame (the daemon's and its
+    worker children's), RSS. ``model_extra``: more ``[model]`` lines; ``env``: its environment."""
     config = work / f"config-{fps}.toml"
     config.write_text(f"""
 [device]
@@ -165,6 +169,7 @@ fps = {fps}
 path = "{model}"
 threads = {threads}
 accelerator = "cpu"
+{model_extra}
 [classify]
 top_k = 3
 [mqtt]
@@ -177,7 +182,7 @@ qos = {qos}
     # and stall the daemon.
     errors = (work / "daemon-stderr.txt").open("w+")
     proc = subprocess.Popen([sys.executable, "-m", "edge_classifier", "run", "-c", str(config),
-                             "--max-frames", str(frames)], cwd=REPO, stdout=subprocess.DEVNULL,
+                             "--max-frames", str(frames)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=errors, text=True)
     # CPU time is read at the first and the last result, so start-up (imports, model
     # loading) is not counted against the frames.
@@ -188,11 +193,11 @@ qos = {qos}
         proc.wait()
         errors.seek(0)
         raise SystemExit(f"no result from the daemon (exit {proc.returncode}):\n{errors.read()[-3000:]}") from None
-    cpu_first, rss_first = process_cpu(proc.pid), process_rss_mb(proc.pid)
+    cpu_first, rss_first, child_first = process_cpu(proc.pid), process_rss_mb(proc.pid), children_cpu(proc.pid)
     sampler = RssSampler(proc.pid)
     arrived = counter.wait(1200)
     samples = sampler.stop()
-    cpu_last, rss_last = process_cpu(proc.pid), process_rss_mb(proc.pid)
+    cpu_last, rss_last, child_last = process_cpu(proc.pid), process_rss_mb(proc.pid), children_cpu(proc.pid)
     proc.wait(timeout=60)
     peak = peak_rss_mb()
     errors.seek(0)
@@ -205,7 +210,8 @@ qos = {qos}
     times = counter.times
     rate = (len(times) - 1) / (times[-1] - times[0])
     return {"rate": rate, "results": len(times),
-            "cpu_ms_per_frame": (cpu_last - cpu_first) / (len(times) - 1) * 1000.0, "peak_rss_mb": peak,
+            "cpu_ms_per_frame": (cpu_last - cpu_first) / (len(times) - 1) * 1000.0,
+            "child_cpu_ms_per_frame": (child_last - child_first) / (len(times) - 1) * 1000.0, "peak_rss_mb": peak,
             "rss_first_mb": rss_first, "rss_last_mb": rss_last, "rss_samples_mb": samples}
 
 
@@ -243,6 +249,16 @@ def process_rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024.0
     return 0.0
+
+
+def children_cpu(pid: int) -> float:
+    """CPU seconds of ``pid``'s child processes (an engine worker), from /proc."""
+    seconds = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            with contextlib.suppress(FileNotFoundError):  # it exited just now
+                seconds += process_cpu(int(child))
+    return seconds
 
 
 def process_cpu(pid: int) -> float:

@@ -33,11 +33,9 @@ does (about 2.6 ms for MobileNetV2): whether the daemon keeps such a device busy
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -109,70 +107,15 @@ def child_invoke_rate(path: Path, frames: int) -> float:
     return 1e6 / (total / frames)
 
 
-def children_cpu(pid: int) -> float:
-    """CPU seconds of ``pid``'s child processes (the engine worker), from /proc."""
-    seconds = 0.0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            with contextlib.suppress(FileNotFoundError):  # it exited just now
-                seconds += throughput.process_cpu(int(child))
-    return seconds
-
-
 def daemon_rate(work: Path, path: Path, port: int, counter: throughput.Counter, frames: int,
                 overlap: bool, shared: bool) -> dict[str, float]:
-    config = work / "worker.toml"
-    config.write_text(f"""
-[device]
-id = "bench"
-log_level = "warning"
-[source]
-kind = "images"
-uri = "{work / 'frames'}"
-loop = true
-[model]
-path = "{path}"
-accelerator = "cpu"
-threads = 1
-interpreters = 1
-isolate = true
-[classify]
-top_k = 3
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-qos = 1
-""")
-    counter.start(frames + 2)
     env = {**os.environ, "EDGE_CLASSIFIER_OVERLAP": "1" if overlap else "0"}
     if shared:
         env["EDGE_CLASSIFIER_WORKER_HOST"] = "shared"  # the worker is a thread of the engine host
-    errors = (work / "daemon-stderr.txt").open("w+")
-    proc = subprocess.Popen([sys.executable, "-m", "edge_classifier", "run", "-c", str(config),
-                             "--max-frames", str(frames)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=errors)
-    arrived = False
-    try:
-        counter.first(120)
-        cpu_first, child_first = throughput.process_cpu(proc.pid), children_cpu(proc.pid)
-        arrived = counter.wait(600)
-        cpu_last, child_last = throughput.process_cpu(proc.pid), children_cpu(proc.pid)
-        proc.wait(60)
-    except SystemExit:  # no first result: say why below
-        pass
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        errors.seek(0)
-        stderr = errors.read()
-        errors.close()
-    if proc.returncode != 0 or not arrived:
-        raise SystemExit(f"daemon failed ({proc.returncode}, {len(counter.times)} results):\n{stderr[-3000:]}")
-    times = counter.times
-    done = len(times) - 1
-    return {"per_s": done / (times[-1] - times[0]), "cpu_ms_frame": (cpu_last - cpu_first) / done * 1000.0,
-            "child_cpu_ms_frame": (child_last - child_first) / done * 1000.0}
+    run = throughput.run_daemon(work, path, port, frames, 0, 1, counter,
+                                model_extra="interpreters = 1\nisolate = true", env=env)
+    return {"per_s": run["rate"], "cpu_ms_frame": run["cpu_ms_per_frame"],
+            "child_cpu_ms_frame": run["child_cpu_ms_per_frame"]}
 
 
 def overlap_rows(path: Path, frames: int, shared: bool) -> dict[str, object]:
