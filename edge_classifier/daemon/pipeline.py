@@ -266,7 +266,7 @@ class Pipeline:
             # Paused: frames are taken and dropped without the take lock. A paused worker that
             # went straight back to the lock would hold it nearly all the time (Python's locks
             # are not fair), and a model swap, which needs it, waited up to a minute for it.
-            if self._stop.is_set():
+            if self._taking_ended():
                 return False
             capture = self.capture
             if capture.get(timeout=0.1) is None and capture.ended.is_set():
@@ -277,9 +277,7 @@ class Pipeline:
         if not self._take_lock.acquire(blocking=wait):
             return None
         try:
-            if self._stop.is_set():
-                return False
-            if self._max_frames is not None and self._seq >= self._max_frames:
+            if self._taking_ended():
                 return False
             if worker >= self._sets.fewest_classifiers:
                 return None  # the sets changed while this worker waited for the lock
@@ -296,6 +294,10 @@ class Pipeline:
             return seq, frame, models
         finally:
             self._take_lock.release()
+
+    def _taking_ended(self) -> bool:
+        """Stopped, or ``max_frames`` taken: no more frames for any worker."""
+        return self._stop.is_set() or (self._max_frames is not None and self._seq >= self._max_frames)
 
     def _work(self, index: int) -> None:
         pending: collections.deque[_InFlight] = collections.deque()  # oldest first
