@@ -38,7 +38,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol, cast
+from typing import Literal, Protocol, cast
 
 import numpy as np
 
@@ -254,7 +254,7 @@ class Pipeline:
         """Wait for the workers to end; True when they all did within ``timeout``."""
         return self.finished.wait(timeout)
 
-    def _take(self, worker: int, wait: bool = True) -> tuple[int, Frame, ModelSet] | bool | None:
+    def _take(self, worker: int, wait: bool = True) -> tuple[int, Frame, ModelSet] | Literal[False] | None:
         """The next numbered frame and the set to classify it with; None when nothing came
         in time (at once unless ``wait``; or this worker has no classifier in the current set);
         False when this worker should end."""
@@ -308,7 +308,7 @@ class Pipeline:
                 taken = self._take(index, wait=not pending)
                 if taken is False:
                     return
-                if taken is None or taken is True:
+                if taken is None:
                     if pending:
                         self._finish(pending.popleft(), index)
                     continue
