@@ -35,7 +35,8 @@ class Emitter:
         """Frames classified (written by the pipeline's workers, read by the main loop)."""
 
     def __call__(self, outcome: Outcome) -> None:
-        # Crossing: called from a pipeline worker, in frame order; the publisher enqueues.
+        # Crossing: called from a pipeline worker, in frame order; the publisher enqueues it, or
+        # publishes it in this thread when nothing is queued (never waiting for its lock).
         self.publisher.submit(outcome)
         report.count_outcome(self.tally, outcome)
         if self.web is not None:

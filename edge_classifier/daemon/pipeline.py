@@ -11,7 +11,7 @@ Threads and crossings:
   which also numbers it), prepares, invokes and postprocesses it with its own engine;
 - the reorder buffer hands finished results to ``emit`` strictly in frame order; ``emit``
   runs in whichever worker completes the next due frame, so it must be quick and
-  non-blocking (the publisher only enqueues).
+  non-blocking (the publisher enqueues, or publishes inline when it is idle, never waiting).
 
 Overlap with a worker child (the Edge TPU path, ``engine/worker.py``): the child invokes
 while the parent's CPU would sit idle, so a worker whose engine has ``submit``/``collect``
