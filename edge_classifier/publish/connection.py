@@ -42,11 +42,35 @@ def resolve_password(config: MqttConfig, environ: Mapping[str, str] = os.environ
                        environ=environ)
 
 
+_READ_CHUNK = 65536
+
+
 class _Client(paho.Client):
     """paho's client, remembering why the last connection attempt failed (paho's
-    ``on_connect_fail`` callback is not told)."""
+    ``on_connect_fail`` callback is not told), and writing a packet queued by another thread
+    itself (``direct_writes``).
+
+    paho's ``publish`` from any thread but its network thread appends the packet and wakes that
+    thread (a byte through a socket pair) to send it: a wake-up per result, which on the 2-core
+    machine cost more than the publish. On a connected plain TCP socket the publishing thread
+    instead sends what is queued itself, without blocking (the socket is non-blocking); only
+    what the kernel did not take wakes the network thread, which then waits for the socket to
+    be writable as before. Writers take ``_write_lock`` (the network thread too, see
+    ``_packet_write``), so two threads never interleave packets on the wire, and a publisher
+    never waits for it: while the network thread writes, the packet goes its usual way. TLS
+    and websockets keep paho's way (an SSL object must not be used by two threads at once).
+    """
 
     last_connect_error: BaseException | None = None
+    direct_writes = 0
+    """Packets a publishing thread sent itself (for tests and stats)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._write_lock = threading.RLock()
+        self._read_sock: Any = None  # the socket _read_buffer came from
+        self._read_buffer = b""
+        self._read_at = 0  # what of _read_buffer paho has taken
 
     def reconnect(self) -> paho.MQTTErrorCode:
         try:
@@ -54,6 +78,58 @@ class _Client(paho.Client):
         except OSError as exc:
             self.last_connect_error = exc
             raise
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        # paho reads a packet's header a byte at a time, each a recv() call: three for a PUBACK.
+        # One recv() takes all that arrived and the packets are cut from it. Only paho's network
+        # thread reads. A reconnect's new socket starts with an empty buffer.
+        sock = self._sock
+        if self._read_sock is not sock:
+            self._read_sock, self._read_buffer, self._read_at = sock, b"", 0
+        at, buffer = self._read_at, self._read_buffer
+        if at >= len(buffer):
+            if bufsize >= _READ_CHUNK:
+                return super()._sock_recv(bufsize)  # a large payload: straight into paho's packet
+            buffer, at = super()._sock_recv(_READ_CHUNK), 0
+            self._read_buffer = buffer
+        chunk = buffer[at:at + bufsize]
+        self._read_at = at + len(chunk)
+        return chunk
+
+    def loop_read(self, max_packets: int = 1) -> paho.MQTTErrorCode:
+        # paho reads at most as many packets as it has messages in flight; what is left in the
+        # buffer would wait for the next bytes to arrive, since select() sees an empty socket.
+        while True:
+            rc = super().loop_read(max_packets)
+            if rc != paho.MQTTErrorCode.MQTT_ERR_SUCCESS or self._read_at >= len(self._read_buffer) \
+                    or self._read_sock is not self._sock:
+                return rc
+
+    def _packet_write(self) -> paho.MQTTErrorCode:
+        with self._write_lock:
+            return super()._packet_write()
+
+    def _packet_queue(self, command: int, packet: bytes | bytearray, mid: int, qos: int,
+                      info: paho.MQTTMessageInfo | None = None) -> paho.MQTTErrorCode:
+        sock, wake = self._sock, self._sockpairW
+        if (type(sock) is not socket.socket or wake is None or self._thread is None
+                or threading.current_thread() is self._thread or not self.is_connected()
+                or not self._write_lock.acquire(blocking=False)):
+            return super()._packet_queue(command, packet, mid, qos, info)
+        try:
+            # The same entry paho's _packet_queue makes (paho-mqtt 2.x).
+            self._out_packet.append({"command": command, "mid": mid, "qos": qos, "pos": 0,
+                                     "to_process": len(packet), "packet": packet, "info": info})
+            super()._packet_write()
+            self.direct_writes += 1
+        finally:
+            self._write_lock.release()
+        if self._out_packet:
+            # The kernel's buffer is full (or the connection just broke): the network thread
+            # sends the rest when the socket can take it, or finds the loss.
+            with contextlib.suppress(OSError):
+                wake.send(b"0")
+        return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
 
 log = logging.getLogger(__name__)
 
