@@ -10,7 +10,10 @@ MobileNetV2):
 2. CPU time per frame of the whole daemon with the source capped at 30 fps, against one
    invoke paced at 30/s;
 3. RSS sampled every half second over the long end-to-end run: first, max, last (and the
-   demo model on the demo images, the same way).
+   demo model on the demo images, the same way);
+4. each thread's CPU and context switches a result, in both daemon runs (thread names from
+   ``py-spy dump`` when py-spy is installed, else thread ids): where the time beside the
+   invoke goes.
 
 And the supervised worker's crossing (the Edge TPU path) on the smallest model: the
 parent's round trip minus the invoke time the child measured itself, per frame (median
@@ -99,10 +102,10 @@ def model_run(model: Path, frames: int, port: int, counter: throughput.Counter, 
               args: argparse.Namespace, frames_dir: Path | None = None) -> dict[str, Any]:
     cores = os.cpu_count() or 1
     raw1, _ = throughput.raw_rate(model, cores, args.seconds)
-    e2e = throughput.run_daemon(work, model, port, frames, 0, cores, counter, frames_dir=frames_dir)
+    e2e = throughput.run_daemon(work, model, port, frames, 0, cores, counter, frames_dir=frames_dir, split=True)
     raw2, _ = throughput.raw_rate(model, cores, args.seconds)
     capped = throughput.run_daemon(work, model, port, args.capped_frames, 30, cores, counter,
-                                   frames_dir=frames_dir)
+                                   frames_dir=frames_dir, split=True)
     paced = throughput.paced_invoke_cpu(model, 30, args.capped_frames)
     raw = (raw1 + raw2) / 2
     rss = e2e["rss_samples_mb"] or [e2e["rss_first_mb"]]
@@ -114,6 +117,7 @@ def model_run(model: Path, frames: int, port: int, counter: throughput.Counter, 
         "cpu_ratio_30fps": round(capped["cpu_ms_per_frame"] / paced, 3),
         "rss_mb_first_max_last": [round(rss[0], 1), round(max(rss), 1), round(rss[-1], 1)],
         "rss_samples": len(rss), "run_s": round((e2e["results"] - 1) / e2e["rate"], 1),
+        "threads_full_rate": e2e["threads"], "threads_30fps": capped["threads"],
     }
 
 
@@ -127,6 +131,10 @@ def show(row: dict[str, Any]) -> None:
           f"{row['cpu_ms_invoke_paced']:.3f} ms   ratio {row['cpu_ratio_30fps']:.3f}")
     print(f"  RSS over {row['run_s']} s ({row['rss_samples']} samples): first {first} MB, max {peak} MB, "
           f"last {last} MB")
+    for key, title in (("threads_full_rate", "full rate"), ("threads_30fps", "30 fps")):
+        parts = [f"{t['thread']} {t['cpu_us']:.0f} µs ({t['voluntary']:.1f}+{t['involuntary']:.1f} switches)"
+                 for t in row[key]]
+        print(f"  per thread a result, {title} (CPU; voluntary+involuntary context switches): " + ", ".join(parts))
 
 
 def main() -> None:

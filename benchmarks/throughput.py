@@ -21,8 +21,10 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -152,9 +154,10 @@ class Counter:
 
 def run_daemon(work: Path, model: Path, port: int, frames: int, fps: float, threads: int,
                counter: Counter, qos: int = 1, frames_dir: Path | None = None, model_extra: str = "",
-               env: dict[str, str] | None = None) -> dict[str, Any]:
+               env: dict[str, str] | None = None, split: bool = False) -> dict[str, Any]:
     """The real daemon for ``frames`` results: their rate, CPU per frame (the daemon's and its
-    worker children's), RSS. ``model_extra``: more ``[model]`` lines; ``env``: its environment."""
+    worker children's), RSS. ``model_extra``: more ``[model]`` lines; ``env``: its environment;
+    ``split``: also each thread's CPU and context switches a result (``threads``)."""
     config = work / f"config-{fps}.toml"
     config.write_text(f"""
 [device]
@@ -181,8 +184,11 @@ qos = {qos}
     # The daemon's stderr goes to a file: a pipe nobody reads until the end can fill up
     # and stall the daemon.
     errors = (work / "daemon-stderr.txt").open("w+")
+    # With ``split`` the daemon is given more frames than are counted: at the last counted result
+    # its threads are still running, to be read (at --max-frames the workers end first).
+    limit = frames + (max(30, frames // 20) if split else 0)
     proc = subprocess.Popen([sys.executable, "-m", "edge_classifier", "run", "-c", str(config),
-                             "--max-frames", str(frames)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                             "--max-frames", str(limit)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=errors, text=True)
     # CPU time is read at the first and the last result, so start-up (imports, model
     # loading) is not counted against the frames.
@@ -194,10 +200,15 @@ qos = {qos}
         errors.seek(0)
         raise SystemExit(f"no result from the daemon (exit {proc.returncode}):\n{errors.read()[-3000:]}") from None
     cpu_first, rss_first, child_first = process_cpu(proc.pid), process_rss_mb(proc.pid), children_cpu(proc.pid)
+    names = thread_names(proc.pid) if split else {}
+    threads_first = thread_counters(proc.pid) if split else {}
     sampler = RssSampler(proc.pid)
     arrived = counter.wait(1200)
     samples = sampler.stop()
     cpu_last, rss_last, child_last = process_cpu(proc.pid), process_rss_mb(proc.pid), children_cpu(proc.pid)
+    threads_last = thread_counters(proc.pid) if split else {}
+    if split:
+        proc.send_signal(signal.SIGTERM)  # it has frames to go, so its workers were still there
     proc.wait(timeout=60)
     peak = peak_rss_mb()
     errors.seek(0)
@@ -209,7 +220,14 @@ qos = {qos}
         raise SystemExit(f"only {len(counter.times)} of {frames} results arrived")
     times = counter.times
     rate = (len(times) - 1) / (times[-1] - times[0])
-    return {"rate": rate, "results": len(times),
+    split_rows = []
+    for tid, last in threads_last.items():
+        first = threads_first.get(tid, (0.0, 0, 0))
+        per = [(b - a) / (len(times) - 1) for a, b in zip(first, last, strict=True)]
+        if per[0] > 0 or per[1] > 0.05:
+            split_rows.append({"thread": names.get(tid, f"tid {tid}"), "cpu_us": round(per[0] * 1e6, 1),
+                               "voluntary": round(per[1], 2), "involuntary": round(per[2], 2)})
+    return {"rate": rate, "results": len(times), "threads": split_rows,
             "cpu_ms_per_frame": (cpu_last - cpu_first) / (len(times) - 1) * 1000.0,
             "child_cpu_ms_per_frame": (child_last - child_first) / (len(times) - 1) * 1000.0, "peak_rss_mb": peak,
             "rss_first_mb": rss_first, "rss_last_mb": rss_last, "rss_samples_mb": samples}
@@ -259,6 +277,30 @@ def children_cpu(pid: int) -> float:
             with contextlib.suppress(FileNotFoundError):  # it exited just now
                 seconds += process_cpu(int(child))
     return seconds
+
+
+def thread_counters(pid: int) -> dict[str, tuple[float, int, int]]:
+    """Each thread's (CPU seconds, voluntary, involuntary context switches), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    found = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # the thread ended just now
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            status = dict(line.split(":\t", 1) for line in (task / "status").read_text().splitlines() if ":\t" in line)
+            found[task.name] = ((int(fields[11]) + int(fields[12])) / ticks, int(status["voluntary_ctxt_switches"]),
+                                int(status["nonvoluntary_ctxt_switches"]))
+    return found
+
+
+def thread_names(pid: int) -> dict[str, str]:
+    """Thread id -> Python thread name, from ``py-spy dump`` when py-spy is installed (Python 3.11
+    does not name its threads for the OS); empty without it."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        return {}
+    # Blocking (the process is paused for the dump): --nonblocking often failed on a busy daemon.
+    dump = subprocess.run([spy, "dump", "-p", str(pid)], capture_output=True, text=True, timeout=30)
+    return dict(re.findall(r'^Thread (\d+) \([^)]*\): "([^"]*)"', dump.stdout, re.MULTILINE))
 
 
 def process_cpu(pid: int) -> float:
