@@ -3,7 +3,9 @@ reconnects with capped backoff, and leaves ``offline`` as its Last Will.
 
 Threads: paho runs its network loop in its own thread (``loop_start``); every ``_on_*``
 method below is called from that thread and only sets events or calls the callbacks the
-owner gave, which must themselves only enqueue.
+owner gave, which must themselves only enqueue. One exception: a QoS 0 message's
+``on_published`` comes from whichever thread wrote it, which may be the publishing thread
+itself (``_Client`` below), inside its ``publish`` call.
 """
 
 from __future__ import annotations

@@ -165,8 +165,9 @@ class Publisher:
         self._ack_wake = True
 
     def _on_ack(self, mid: int, refusal: tuple[int, str] | None) -> None:
-        # Crossing: paho's network thread. Append first, then read the flag: the publish
-        # thread sets the flag first, then drains, so no ack it waits for is left unseen.
+        # Crossing: paho's network thread (a QoS 0 message's: the thread that wrote it, maybe
+        # one holding _lock, so this never takes it). Append first, then read the flag: the
+        # publish thread sets the flag first, then drains, so no ack it waits for is left unseen.
         self._acks.append((mid, refusal))
         if self._ack_wake:
             self._put(("acks", None))
