@@ -17,7 +17,7 @@ from edge_classifier.config.schema import ClassifyConfig, ModelConfig
 from edge_classifier.engine.interpreter import EngineLike, ModelInfo
 from edge_classifier.engine.labels import embedded_labels, read_labels
 from edge_classifier.errors import ConfigError, LabelsError
-from edge_classifier.postprocess.scores import LabelFilter, to_scores, top_k
+from edge_classifier.postprocess.scores import LabelFilter, score_table, to_scores, top_k
 from edge_classifier.preprocess.prepare import Preparer
 from edge_classifier.results import Classification, Prediction
 
@@ -77,6 +77,9 @@ class Classifier:
         self.top_k = top_k
         self.threshold = threshold
         self._filter = self._build_filter(allow, deny)
+        out = engine.info.output
+        # A frame's scores are one lookup for the usual 8-bit softmax output (see score_table).
+        self._score_table = score_table(out.dtype, out.scale, out.zero_point)
 
     def _build_filter(self, allow: Sequence[str], deny: Sequence[str]) -> LabelFilter:
         try:
@@ -108,6 +111,9 @@ class Classifier:
 
     def scores(self, raw: np.ndarray) -> np.ndarray:
         """One score in [0, 1] per class from a raw model output."""
+        table = self._score_table
+        if table is not None and raw.dtype.itemsize == 1:
+            return table.take(raw.reshape(-1).view(np.uint8))
         out = self.engine.info.output
         return to_scores(raw, out.scale, out.zero_point)
 

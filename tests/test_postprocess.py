@@ -10,6 +10,7 @@ from edge_classifier.postprocess import (
     dequantize,
     is_probability,
     quantized_probability,
+    score_table,
     softmax,
     to_scores,
     top_k,
@@ -36,6 +37,23 @@ def test_quantized_probabilities_are_not_softmaxed_even_when_they_sum_below_one(
     raw[659], raw[658] = 151, 40  # 0.59 and 0.156: sums to 0.75
     scores = to_scores(raw, 1 / 256, 0)
     assert scores[659] == pytest.approx(0.5898, abs=1e-4)
+
+
+@pytest.mark.parametrize(("dtype", "zero_point"), [(np.uint8, 0), (np.int8, -128)])
+def test_the_score_table_gives_exactly_what_to_scores_gives(dtype, zero_point):
+    """An 8-bit softmax output's scores are one lookup of its raw bytes: every one of the 256
+    values maps to the bits to_scores computes."""
+    table = score_table(dtype, 1 / 256, zero_point)
+    assert table is not None and table.shape == (256,) and table.dtype == np.float32
+    info = np.iinfo(dtype)
+    raw = np.arange(info.min, info.max + 1).astype(dtype).reshape(1, 256)
+    np.testing.assert_array_equal(table[raw.reshape(-1).view(np.uint8)], to_scores(raw, 1 / 256, zero_point))
+
+
+def test_no_score_table_where_a_softmax_or_a_wider_type_is_needed():
+    assert score_table(np.uint8, 0.05, 100) is None  # quantized logits: a softmax over all of them
+    assert score_table(np.int16, 1 / 65536, 0) is None
+    assert score_table(np.float32, 0.0, 0) is None
 
 
 def test_float_logits_get_a_softmax_and_float_probabilities_do_not():

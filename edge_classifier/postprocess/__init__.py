@@ -5,9 +5,19 @@ from edge_classifier.postprocess.scores import (
     dequantize,
     is_probability,
     quantized_probability,
+    score_table,
     softmax,
     to_scores,
     top_k,
 )
 
-__all__ = ["LabelFilter", "dequantize", "is_probability", "quantized_probability", "softmax", "to_scores", "top_k"]
+__all__ = [
+    "LabelFilter",
+    "dequantize",
+    "is_probability",
+    "quantized_probability",
+    "score_table",
+    "softmax",
+    "to_scores",
+    "top_k",
+]
