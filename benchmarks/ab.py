@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--capped-frames", type=int, default=150, help="results a run with a cap")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    args.model = args.model.resolve()  # each daemon runs in its own tree
     cores = os.cpu_count() or 1
     runs: dict[Path, list[dict[str, float]]] = {tree: [] for tree in args.trees}
     with tempfile.TemporaryDirectory() as tmp:
