@@ -8,6 +8,7 @@ import sys
 from edge_classifier.cli.common import add_config_option
 from edge_classifier.config import load_config
 from edge_classifier.daemon.app import Daemon
+from edge_classifier.daemon.shutdown import settle_threads
 from edge_classifier.errors import UsageError
 from edge_classifier.service.logs import configure_logging
 
@@ -28,4 +29,6 @@ def run(args: argparse.Namespace) -> int:
     config, path = load_config(args.config)
     configure_logging("debug" if args.debug else config.device.log_level)
     daemon = Daemon(config, path, stdout=sys.stdout if args.stdout else None, max_frames=args.max_frames)
-    return daemon.run()
+    code = daemon.run()
+    settle_threads()  # none may be inside OpenCV or LiteRT when the interpreter finalizes
+    return code

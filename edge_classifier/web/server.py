@@ -18,6 +18,7 @@ import logging
 import socket
 import socketserver
 import threading
+import time
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
@@ -43,6 +44,8 @@ class _Server(WSGIServer):
         self.address_family = family
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._count = 0
+        self._requests: set[threading.Thread] = set()  # request threads still running
+        self._requests_lock = threading.Lock()
         super().__init__(address, _Handler)
 
     def server_bind(self) -> None:
@@ -62,6 +65,8 @@ class _Server(WSGIServer):
         self._count += 1
         thread = threading.Thread(target=self._serve, args=(request, client_address),
                                   name=f"web-request-{self._count}", daemon=True)
+        with self._requests_lock:
+            self._requests.add(thread)
         thread.start()
 
     def _serve(self, request: Any, client_address: Any) -> None:
@@ -72,6 +77,22 @@ class _Server(WSGIServer):
         finally:
             self.shutdown_request(request)
             self._slots.release()
+            with self._requests_lock:
+                self._requests.discard(threading.current_thread())
+
+    def join_requests(self, timeout: float) -> int:
+        """Wait up to ``timeout`` s for the request threads to end; how many are still running.
+
+        A daemon thread still inside OpenCV (a preview's resize or JPEG encoding) when the
+        interpreter finalizes is ended by pthread_exit, whose unwinding through OpenCV's C++
+        frames aborts the process: the daemon exited with SIGABRT instead of 0 once in a CI run
+        that stopped it with a browser attached."""
+        deadline = time.monotonic() + timeout
+        with self._requests_lock:
+            running = list(self._requests)
+        for thread in running:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return sum(thread.is_alive() for thread in running)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("web: connection from %s failed", client_address[0], exc_info=True)
@@ -105,6 +126,11 @@ class Listener:
         if self._thread.is_alive():
             self._server.shutdown()
             self._thread.join(2.0)
+        # Requests in flight (a live stream woken by the caller's close) end before the process
+        # may: see _Server.join_requests.
+        left = self._server.join_requests(2.0)
+        if left:
+            log.warning("web: %d request(s) still running at close", left)
         self._server.server_close()
 
     def __enter__(self) -> Listener:

@@ -97,6 +97,10 @@ class DaemonProcess:
         code = self.proc.wait(timeout)
         for thread in self._threads:
             thread.join(5)
+        if code < 0:
+            # Ended by a signal it was not sent to end on (an abort, a crash): its last words, for
+            # the failing test's captured output.
+            print(f"daemon ended by signal {-code}; the end of its log:\n" + "\n".join(self.log_lines[-60:]))
         return code
 
     def close(self) -> None:
