@@ -17,10 +17,7 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 from pathlib import Path
-
-import cv2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import throughput
@@ -39,28 +36,17 @@ def main() -> None:
     args.model = args.model.resolve()  # each daemon runs in its own tree
     cores = os.cpu_count() or 1
     runs: dict[Path, list[dict[str, float]]] = {tree: [] for tree in args.trees}
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        (work / "frames").mkdir()
-        picture = cv2.resize(cv2.imread(str(throughput.TESTDATA / "images" / "cat_720p.jpg")), (640, 480))
-        cv2.imwrite(str(work / "frames" / "frame.bmp"), picture)
-        broker, port = throughput.start_broker(work)
-        counter = throughput.Counter(port, "edge-classifier/bench/result")
-        try:
-            for round_ in range(args.rounds):
-                raw, _ = throughput.raw_rate(args.model, cores, 3.0)
-                for tree in args.trees:
-                    throughput.REPO = tree.resolve()  # run_daemon starts `python -m edge_classifier` there
-                    frames = args.frames if args.fps == 0 else args.capped_frames
-                    result = throughput.run_daemon(work, args.model, port, frames, args.fps, cores, counter)
-                    row = {"rate": result["rate"], "ratio": result["rate"] / raw, "cpu_ms": result["cpu_ms_per_frame"]}
-                    runs[tree].append(row)
-                    print(f"round {round_} {tree!s:24s} raw {raw:8.1f} /s  end to end {row['rate']:8.1f} /s  "
-                          f"ratio {row['ratio']:.3f}  CPU {row['cpu_ms']:.3f} ms a frame", flush=True)
-        finally:
-            counter.close()
-            broker.terminate()
-            broker.wait(10)
+    with throughput.bench_rig() as (work, port, counter):
+        for round_ in range(args.rounds):
+            raw, _ = throughput.raw_rate(args.model, cores, 3.0)
+            for tree in args.trees:
+                throughput.REPO = tree.resolve()  # run_daemon starts `python -m edge_classifier` there
+                frames = args.frames if args.fps == 0 else args.capped_frames
+                result = throughput.run_daemon(work, args.model, port, frames, args.fps, cores, counter)
+                row = {"rate": result["rate"], "ratio": result["rate"] / raw, "cpu_ms": result["cpu_ms_per_frame"]}
+                runs[tree].append(row)
+                print(f"round {round_} {tree!s:24s} raw {raw:8.1f} /s  end to end {row['rate']:8.1f} /s  "
+                      f"ratio {row['ratio']:.3f}  CPU {row['cpu_ms']:.3f} ms a frame", flush=True)
     for tree, rows in runs.items():
         print(f"mean {tree!s:24s} end to end {statistics.mean(r['rate'] for r in rows):8.1f} /s  ratio "
               f"{statistics.mean(r['ratio'] for r in rows):.3f}  CPU {statistics.mean(r['cpu_ms'] for r in rows):.3f} "

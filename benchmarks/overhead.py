@@ -32,12 +32,10 @@ import os
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
@@ -151,21 +149,10 @@ def main() -> None:
     cross = crossing(SMALL, args.crossings)
     overlapped = overlapped_crossing(SMALL, args.crossings)
     old = worker_overhead.measure(SMALL, 500, 5, shared=False)
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        (work / "frames").mkdir()
-        picture = cv2.resize(cv2.imread(str(throughput.TESTDATA / "images" / "cat_720p.jpg")), (640, 480))
-        cv2.imwrite(str(work / "frames" / "frame.bmp"), picture)
-        broker, port = throughput.start_broker(work)
-        counter = throughput.Counter(port, "edge-classifier/bench/result")
-        try:
-            rows = [model_run(SMALL, args.small_frames, port, counter, work, args),
-                    model_run(V2, args.v2_frames, port, counter, work, args),
-                    model_run(DEMO, args.demo_frames, port, counter, work, args, frames_dir=DEMO_IMAGES)]
-        finally:
-            counter.close()
-            broker.terminate()
-            broker.wait(10)
+    with throughput.bench_rig() as (work, port, counter):
+        rows = [model_run(SMALL, args.small_frames, port, counter, work, args),
+                model_run(V2, args.v2_frames, port, counter, work, args),
+                model_run(DEMO, args.demo_frames, port, counter, work, args, frames_dir=DEMO_IMAGES)]
     for row in rows:
         show(row)
     print(f"worker crossing ({SMALL.name}): min {cross['min_us']} µs, p10 {cross['p10_us']} µs, "

@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,26 @@ class Counter:
             self.proc.wait()
         if self.proc is not None and self.proc.stdout is not None:
             self.proc.stdout.close()
+
+
+@contextlib.contextmanager
+def bench_rig(frames_dir: str = "frames") -> Iterator[tuple[Path, int, Counter]]:
+    """A work folder holding one 640x480 BMP frame (``frames_dir``, the daemon's images source),
+    a Mosquitto on a free loopback port and a result counter: (work, port, counter); both stopped
+    at the end."""
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / frames_dir).mkdir()
+        picture = cv2.resize(cv2.imread(str(TESTDATA / "images" / "cat_720p.jpg")), (640, 480))
+        cv2.imwrite(str(work / frames_dir / "frame.bmp"), picture)
+        broker, port = start_broker(work)
+        counter = Counter(port, "edge-classifier/bench/result")
+        try:
+            yield work, port, counter
+        finally:
+            counter.close()
+            broker.terminate()
+            broker.wait(10)
 
 
 def run_daemon(work: Path, model: Path, port: int, frames: int, fps: float, threads: int,
@@ -321,24 +342,13 @@ def main() -> None:
     if shutil.which("mosquitto") is None:
         raise SystemExit("mosquitto is not installed (apt-get install mosquitto)")
     cores = os.cpu_count() or 1
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        (work / "frames").mkdir()
-        picture = cv2.resize(cv2.imread(str(TESTDATA / "images" / "cat_720p.jpg")), (640, 480))
-        cv2.imwrite(str(work / "frames" / "frame.bmp"), picture)
-        broker, port = start_broker(work)
-        counter = Counter(port, "edge-classifier/bench/result")
-        try:
-            raw1, raw_cpu = raw_rate(args.model, cores, args.seconds)
-            e2e = run_daemon(work, args.model, port, args.frames, 0, cores, counter)
-            raw2, _ = raw_rate(args.model, cores, args.seconds)
-            capped = run_daemon(work, args.model, port, args.capped_frames, 30, cores, counter)
-            raw_single, raw_single_cpu = raw_rate(args.model, 1, args.seconds)
-            paced_cpu = paced_invoke_cpu(args.model, 30, args.capped_frames)
-        finally:
-            counter.close()
-            broker.terminate()
-            broker.wait(10)
+    with bench_rig() as (work, port, counter):
+        raw1, raw_cpu = raw_rate(args.model, cores, args.seconds)
+        e2e = run_daemon(work, args.model, port, args.frames, 0, cores, counter)
+        raw2, _ = raw_rate(args.model, cores, args.seconds)
+        capped = run_daemon(work, args.model, port, args.capped_frames, 30, cores, counter)
+        raw_single, raw_single_cpu = raw_rate(args.model, 1, args.seconds)
+        paced_cpu = paced_invoke_cpu(args.model, 30, args.capped_frames)
     raw = (raw1 + raw2) / 2
     summary = {
         "model": args.model.name,

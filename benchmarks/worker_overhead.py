@@ -37,7 +37,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -119,25 +118,12 @@ def daemon_rate(work: Path, path: Path, port: int, counter: throughput.Counter, 
 
 
 def overlap_rows(path: Path, frames: int, shared: bool) -> dict[str, object]:
-    import cv2
-
     ceiling = child_invoke_rate(path, 2000)
     runs: dict[str, list[dict[str, float]]] = {"serial": [], "overlap": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        (work / "frames").mkdir()
-        picture = cv2.resize(cv2.imread(str(TESTDATA / "images" / "cat_720p.jpg")), (640, 480))
-        cv2.imwrite(str(work / "frames" / "frame.bmp"), picture)
-        broker, port = throughput.start_broker(work)
-        counter = throughput.Counter(port, "edge-classifier/bench/result")
-        try:
-            for _ in range(2):
-                for mode in ("serial", "overlap"):
-                    runs[mode].append(daemon_rate(work, path, port, counter, frames, mode == "overlap", shared))
-        finally:
-            counter.close()
-            broker.terminate()
-            broker.wait(10)
+    with throughput.bench_rig() as (work, port, counter):
+        for _ in range(2):
+            for mode in ("serial", "overlap"):
+                runs[mode].append(daemon_rate(work, path, port, counter, frames, mode == "overlap", shared))
     ceiling_after = child_invoke_rate(path, 2000)
     invoke = (ceiling + ceiling_after) / 2
     row: dict[str, object] = {"model": path.name, "shared": shared, "child_invoke_per_s": round(invoke, 1),
