@@ -226,7 +226,9 @@ class MosquittoBroker:
         start_timeout: float = 5.0,
         stop_timeout: float = 5.0,
         persistence: bool = False,
+        extra: tuple[str, ...] = (),
     ) -> None:
+        """``extra``: more lines for mosquitto.conf (``max_queued_messages 0``, say)."""
         if require_certificate and tls is None:
             raise ValueError("require_certificate=True needs tls files")
         self.work_dir = Path(work_dir)
@@ -243,6 +245,7 @@ class MosquittoBroker:
         # With persistence, sessions (subscriptions and the messages queued for offline
         # persistent clients) are saved at stop and restored at restart.
         self.persistence = persistence
+        self.extra = extra
         self.conf_path = self.work_dir / "mosquitto.conf"
         self.log_path = self.work_dir / "mosquitto.log"
         self.password_path = self.work_dir / "passwd"
@@ -280,6 +283,7 @@ class MosquittoBroker:
             "set_tcp_nodelay true",
             "connection_messages true",
             "log_timestamp true",
+            *self.extra,
         ]
         if os.geteuid() == 0:
             # As root mosquitto would drop to the "mosquitto" user, which cannot read files in the
