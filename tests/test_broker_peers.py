@@ -5,7 +5,8 @@ What is proven, for each broker:
 
 - the connection's own socket I/O (publish/connection.py ``_Client``): publishers in four threads,
   writing their packets themselves (``direct_writes``), get every QoS 1 message acknowledged, and a
-  subscriber receives each whole and in order per thread, 256 KB payloads among them;
+  subscriber receives each whole and in order per thread, 256 KB payloads among them; a burst of
+  incoming messages taken by one buffered read is handled at once, a 1 MB one read past the buffer;
 - the daemon with ``protocol = "3.1.1"``, QoS 1 and Home Assistant discovery on: every result
   arrives, in frame order, the same as it printed; discovery comes before the retained ``online``,
   ``offline`` follows at the exit, and both stay retained on the broker;
@@ -27,6 +28,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import MQTTProtocolVersion
 from support.broker import Message, Probe
@@ -135,6 +137,54 @@ def first_difference(got: list[bytes]) -> str:
         if payload != b"%d" % seq:
             return f"{len(got)} messages, number {seq} being {payload[:20]!r}"
     return f"{len(got)} messages, the first {len(got)} right"
+
+
+def test_a_burst_read_at_once_is_handled_at_once(peer: Peer) -> None:
+    # A sender queues 300 small messages at once: the connection's one recv takes many of them,
+    # then its socket is empty. Each must be handled from the buffer, not left there until the
+    # next bytes come (the keepalive's, a minute on). Then, alone, a 1 MB payload, which paho
+    # reads past the buffer, in pieces.
+    count = 300
+    got: list[paho.MQTTMessage] = []
+    first, burst_in, all_in = threading.Event(), threading.Event(), threading.Event()
+
+    def received(message: paho.MQTTMessage) -> None:  # paho's network thread; the events cross
+        got.append(message)
+        first.set()
+        if len(got) == count:
+            burst_in.set()
+        if len(got) == count + 1:
+            all_in.set()
+
+    config = MqttConfig(host=peer.host, port=peer.port, protocol="3.1.1", keepalive=60,
+                        client_id=f"peerin-{peer.name}")
+    with connect(config, on_message=received, subscriptions=("peerin/#",)):
+        sender = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"peerin-sender-{peer.name}",
+                             protocol=paho.MQTTv311)
+        sender.connect(peer.host, peer.port)
+        sender.loop_start()
+        try:
+            # The subscription holds once a message on it comes back (its SUBACK is paho's to see).
+            for _ in range(100):
+                sender.publish("peerin/ready", b"?", qos=1).wait_for_publish(5)
+                if first.wait(0.2):
+                    break
+            assert first.is_set(), f"{peer.name}: the connection never got a message on its subscription"
+            got.clear()
+            for seq in range(count):
+                sender.publish("peerin/burst", b"%d" % seq, qos=0)
+            # Nothing more is sent until all arrived: no later bytes push the rest along.
+            assert burst_in.wait(20), f"{peer.name}: {len(got)} of {count} messages handled"
+            payload = hashlib.sha256(b"seed").digest() * (1024 * 1024 // 32)
+            sender.publish("peerin/big", payload, qos=1).wait_for_publish(20)
+            assert all_in.wait(20), f"{peer.name}: the 1 MB message was not handled"
+        finally:
+            sender.disconnect()
+            sender.loop_stop()
+    burst = [m.payload for m in got if m.topic == "peerin/burst"]
+    assert burst == [b"%d" % seq for seq in range(count)], \
+        f"{peer.name}: the burst arrived as {first_difference(burst)}"
+    assert [m.payload for m in got if m.topic == "peerin/big"] == [payload]
 
 
 def daemon_config(tmp_path: Path, peer: Peer, pictures: Path, device: str, mqtt: str) -> Path:
