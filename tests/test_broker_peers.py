@@ -215,13 +215,13 @@ enabled = true
 """)
 
 
-def retained_now(peer: Peer, topic: str) -> Message:
-    """What a new subscriber is given for ``topic`` at once: the broker's retained message."""
+def retained_now(peer: Peer, *topics: str) -> dict[str, Message]:
+    """What a new subscriber is given for ``topics`` at once: the broker's retained messages."""
     with Probe(peer.host, peer.port, protocol=V311) as late:
-        late.subscribe(topic)
-        message = late.expect(topic, timeout=10)
-    assert message.retain, f"{peer.name}: {topic} came, but not as a retained message"
-    return message
+        late.subscribe(*topics)
+        kept = {m.topic: m for m in late.collect(len(topics), timeout=10)}
+    assert all(m.retain for m in kept.values()), f"{peer.name}: {sorted(kept)} came, but not all as retained"
+    return kept
 
 
 def test_the_daemon_over_mqtt_311_delivers_every_result_in_order_and_its_status(
@@ -230,13 +230,22 @@ def test_the_daemon_over_mqtt_311_delivers_every_result_in_order_and_its_status(
     prefix, discovery = f"edge-classifier/{device}", f"homeassistant/device/{device}/config"
     config = daemon_config(tmp_path, peer, pictures, device, 'protocol = "3.1.1"')
     with Probe(peer.host, peer.port, protocol=V311) as probe:
-        probe.subscribe(f"{prefix}/#", discovery)
+        # One subscription for all: a broker keeps a publisher's order only within one topic (MQTT
+        # 3.1.1 4.6), and nats-server delivers each subscription on its own (a JetStream consumer
+        # each): with one for the prefix and one for discovery, `online` came first in 2 of 5 runs.
+        probe.subscribe("#")
         with DaemonProcess("-c", str(config), "--stdout", "--max-frames", str(FRAMES)) as daemon:
             assert daemon.wait(90) == 0, daemon.log
             printed = [daemon.next_result(1) for _ in range(FRAMES)]
         seen: list[Message] = []
         while not (seen and seen[-1].topic == f"{prefix}/status" and seen[-1].text == "offline"):
-            seen.append(probe.expect("#", timeout=20))
+            message = probe.expect("#", timeout=20)
+            if message.topic == discovery or message.topic.startswith(f"{prefix}/"):  # not the other tests'
+                seen.append(message)
+        # The broker kept both retained messages for whoever subscribes later. (Asked while this
+        # probe is still connected: nats-server 2.9.10 failed a new connection in the 4 s it spent
+        # deleting the consumer of a "#" subscription whose client had just left.)
+        kept = retained_now(peer, f"{prefix}/status", discovery)
     results = [json.loads(m.payload) for m in seen if m.topic == f"{prefix}/result"]
     assert results == printed, f"{peer.name}: {len(results)} of {len(printed)} results arrived as printed"
     assert [r["frame"] for r in results] == list(range(1, FRAMES + 1))
@@ -248,9 +257,8 @@ def test_the_daemon_over_mqtt_311_delivers_every_result_in_order_and_its_status(
     assert "MQTT connected to" in daemon.log
     complaints = [line for line in daemon.log_lines if " WARNING " in line or " ERROR " in line]
     assert not complaints, f"{peer.name}: the daemon complained:\n" + "\n".join(complaints)
-    # The broker kept both retained messages for whoever subscribes later.
-    assert retained_now(peer, f"{prefix}/status").text == "offline"
-    assert json.loads(retained_now(peer, discovery).payload)["device"]["identifiers"]
+    assert kept[f"{prefix}/status"].text == "offline"
+    assert json.loads(kept[discovery].payload) == json.loads(seen[topics.index(discovery)].payload)
 
 
 def test_the_daemon_on_mqtt_5_logs_the_fix(tmp_path: Path, peer: Peer, pictures: Path) -> None:
