@@ -219,7 +219,10 @@ def retained_now(peer: Peer, *topics: str) -> dict[str, Message]:
     """What a new subscriber is given for ``topics`` at once: the broker's retained messages."""
     with Probe(peer.host, peer.port, protocol=V311) as late:
         late.subscribe(*topics)
-        kept = {m.topic: m for m in late.collect(len(topics), timeout=10)}
+        # The first on each topic: amqtt 0.12.1 sends a subscriber more than it asked for (the
+        # first filter's retained message twice for a SUBSCRIBE of two, once another client's
+        # retained message on a topic matching neither).
+        kept = {topic: late.expect(topic, timeout=10) for topic in topics}
     assert all(m.retain for m in kept.values()), f"{peer.name}: {sorted(kept)} came, but not all as retained"
     return kept
 
