@@ -19,8 +19,9 @@ that cannot be installed or started raises :class:`PeerError`, whose message say
 test that needs a peer fails, it is never skipped.
 
 What they were found to do (2026-12-01; aedes 1.2.0, amqtt 0.12.1, nats-server 2.9.10, RabbitMQ
-3.10.8): none speaks MQTT 5. aedes, amqtt and nats-server answer an MQTT 5 CONNECT with a 3.1.1
-CONNACK "unacceptable protocol version"; RabbitMQ closes the connection without a CONNACK. Every one
+3.10.8): none speaks MQTT 5. aedes and nats-server answer an MQTT 5 CONNECT with a 3.1.1 CONNACK
+"unacceptable protocol version", amqtt too unless the CONNECT has a Will (then it waits for more
+bytes and never answers); RabbitMQ closes the connection without a CONNACK. Every one
 takes retained messages, the Last Will and QoS 1, and passed on a 16 MB payload (64 MB too, but for
 nats-server, which had not acknowledged it after 5 s).
 
