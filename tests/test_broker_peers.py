@@ -272,8 +272,8 @@ def test_the_daemon_on_mqtt_5_logs_the_fix(tmp_path: Path, peer: Peer, pictures:
     # The default protocol is MQTT 5, which no peer speaks. aedes and nats-server refuse it in a
     # 3.1.1 CONNACK, RabbitMQ closes the connection at once without one. amqtt neither answers nor
     # closes: it reads the MQTT 5 CONNECT as 3.1.1 and waits for the rest of a Will it misparsed,
-    # so the daemon learns nothing until paho gives up after the keepalive (30 s by default; the
-    # minimum, 5 s, here) and logs the missing CONNACK then.
+    # so the daemon learns nothing until it gives up on the CONNACK (after 10 s, or the keepalive
+    # when shorter: the minimum, 5 s, here) and logs the missing CONNACK then.
     device = f"peerv{peer.name}"
     config = daemon_config(tmp_path, peer, pictures, device, "keepalive = 5")
     with DaemonProcess("-c", str(config), "--stdout") as daemon:

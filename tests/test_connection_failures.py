@@ -22,8 +22,11 @@ class StandIn:
     """Accepts TCP connections, reads the CONNECT, answers ``reply`` (maybe nothing) and closes:
     what a broker that does not speak the client's MQTT version does."""
 
-    def __init__(self, reply: bytes) -> None:
+    def __init__(self, reply: bytes | None) -> None:
+        """``reply`` None: say nothing and keep the connection open until the client closes it
+        (what amqtt does with an MQTT 5 CONNECT that has a Will); ``given_up`` counts those."""
         self.reply = reply
+        self.given_up = 0
         self._server = socket.create_server((LOOPBACK, 0))
         self.port: int = self._server.getsockname()[1]
         self.attempts = 0
@@ -39,7 +42,12 @@ class StandIn:
                 return  # closed
             with conn, contextlib.suppress(OSError):
                 conn.recv(4096)  # the CONNECT
-                conn.sendall(self.reply)
+                if self.reply is None:
+                    conn.settimeout(60)
+                    if conn.recv(4096) == b"":  # the client closed it
+                        self.given_up += 1
+                else:
+                    conn.sendall(self.reply)
             with self._changed:
                 self.attempts += 1
                 self._changed.notify_all()
@@ -85,6 +93,21 @@ def test_closed_before_connack_under_311_asks_whether_it_is_an_mqtt_listener(tmp
         daemon.signal(signal.SIGTERM)
         assert daemon.wait(10) == 0
     assert daemon.log.count("without answering CONNECT") == 1, daemon.log
+
+
+@pytest.mark.parametrize("stand_in", [None], indirect=True)
+def test_a_connect_left_unanswered_is_given_up_after_10_s_with_the_hint(tmp_path, pictures, stand_in):
+    # With paho alone the CONNACK was waited for a whole keepalive (30 s here), with nothing
+    # logged meanwhile. The wait for the log is shorter than the keepalive, and the words say
+    # which side gave up.
+    with run_against(tmp_path, pictures, stand_in.port, mqtt="keepalive = 30") as daemon:
+        daemon.wait_for_log(r'did not answer CONNECT within 10 s \(no CONNACK\).*set mqtt\.protocol = "3\.1\.1"',
+                            timeout=25)
+        stand_in.wait_attempts(1)
+        assert stand_in.given_up == 1  # the daemon closed it, not the stand-in
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(10) == 0
+    assert daemon.log.count("did not answer CONNECT") == 1, daemon.log
 
 
 @pytest.mark.parametrize("stand_in", [CONNACK_UNSUPPORTED_VERSION], indirect=True)

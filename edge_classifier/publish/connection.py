@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, _ConnectionState
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -48,6 +48,7 @@ def resolve_password(config: MqttConfig, environ: Mapping[str, str] = os.environ
 
 _READ_CHUNK = 65536
 _PUBACK = 0x40  # the fixed header's first byte of a PUBACK
+CONNACK_TIMEOUT = 10.0  # seconds a CONNECT may go unanswered (at most the keepalive)
 
 
 class _Client(paho.Client):
@@ -71,6 +72,8 @@ class _Client(paho.Client):
     """Packets a publishing thread sent itself (for tests and stats)."""
     quick_acks = 0
     """PUBACKs handled by ``_take_acks`` rather than paho's packet reader (for tests)."""
+    unanswered_for: float | None = None
+    """Seconds the broker let the last CONNECT go unanswered before this client gave up on it."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -85,11 +88,27 @@ class _Client(paho.Client):
         self._ack_properties = Properties(PacketTypes.PUBACK)
 
     def reconnect(self) -> paho.MQTTErrorCode:
+        self.unanswered_for = None
         try:
             return super().reconnect()
         except OSError as exc:
             self.last_connect_error = exc
             raise
+
+    def _check_keepalive(self) -> None:
+        # paho waits a whole keepalive (30 s by default) for a CONNACK; a broker that reads a
+        # CONNECT it does not understand and stays silent (amqtt with an MQTT 5 CONNECT that has a
+        # Will) kept the log quiet that long. Called from the network loop at least once a second.
+        if self._sock is not None and self._state == _ConnectionState.MQTT_CS_CONNECTING:
+            limit = min(CONNACK_TIMEOUT, self._keepalive or CONNACK_TIMEOUT)
+            with self._msgtime_mutex:
+                waited = time.monotonic() - self._last_msg_out  # since CONNECT was written
+            if waited >= limit:
+                self.unanswered_for = limit
+                self._sock_close()
+                self._do_on_disconnect(packet_from_broker=False, v1_rc=paho.MQTTErrorCode.MQTT_ERR_KEEPALIVE)
+                return
+        super()._check_keepalive()
 
     def _sock_recv(self, bufsize: int) -> bytes:
         # paho reads a packet's header a byte at a time, each a recv() call: three for a PUBACK.
@@ -318,7 +337,8 @@ class MqttConnection:
             if was_connected:
                 self._lost(reason, bool(getattr(flags, "is_disconnect_packet_from_server", False)))
             elif not self._answered:
-                self._problem(diagnosis.closed_before_connack(self.config, self._ever_connected), logging.WARNING)
+                self._problem(diagnosis.closed_before_connack(self.config, self._ever_connected,
+                                                              silent_for=self.client.unanswered_for), logging.WARNING)
         self._answered = False
         if self._on_disconnected:
             self._on_disconnected()

@@ -45,9 +45,13 @@ def refused(reason: ReasonCode, config: MqttConfig) -> str:
     return f"{text} ({hint})" if hint else text
 
 
-def closed_before_connack(config: MqttConfig, accepted_before: bool = False) -> str:
-    """The broker accepted TCP and closed it without answering CONNECT."""
-    text = "closed the connection without answering CONNECT (no CONNACK)"
+def closed_before_connack(config: MqttConfig, accepted_before: bool = False, silent_for: float | None = None) -> str:
+    """The broker accepted TCP and closed it without answering CONNECT, or (``silent_for``
+    seconds, after which the client gave up) kept it open without answering."""
+    if silent_for is None:
+        text = "closed the connection without answering CONNECT (no CONNACK)"
+    else:
+        text = f"did not answer CONNECT within {silent_for:g} s (no CONNACK)"
     if accepted_before:  # same settings worked: not the protocol; what paho resends at once
         return f"{text}, though it accepted this client before: it may refuse something this client sends: " + \
             _suspects(config)
