@@ -6,7 +6,9 @@ MobileNetV2):
 
 1. raw invoke rate (one interpreter, threads = cores; before and after the end-to-end run,
    averaged) against the real ``edge-classifier run`` end to end: every result published
-   QoS 1 to a Mosquitto started here on a loopback port and counted by ``mosquitto_sub``;
+   QoS 1 to a Mosquitto started here on a loopback port and counted by ``mosquitto_sub``; and
+   against as many single-thread interpreters invoking side by side as the daemon has workers
+   (what its own interpreters do with nothing else);
 2. CPU time per frame of the whole daemon with the source capped at 30 fps, against one
    invoke paced at 30/s;
 3. RSS sampled every half second over the long end-to-end run: first, max, last (and the
@@ -102,6 +104,7 @@ def model_run(model: Path, frames: int, port: int, counter: throughput.Counter, 
     raw1, _ = throughput.raw_rate(model, cores, args.seconds)
     e2e = throughput.run_daemon(work, model, port, frames, 0, cores, counter, frames_dir=frames_dir, split=True)
     raw2, _ = throughput.raw_rate(model, cores, args.seconds)
+    side = throughput.side_by_side_rate(model, cores, args.seconds)
     capped = throughput.run_daemon(work, model, port, args.capped_frames, 30, cores, counter,
                                    frames_dir=frames_dir, split=True)
     paced = throughput.paced_invoke_cpu(model, 30, args.capped_frames)
@@ -110,6 +113,7 @@ def model_run(model: Path, frames: int, port: int, counter: throughput.Counter, 
     return {
         "model": model.name, "raw_per_s": round(raw, 1), "raw_runs": [round(raw1, 1), round(raw2, 1)],
         "end_to_end_per_s": round(e2e["rate"], 1), "ratio": round(e2e["rate"] / raw, 3),
+        "side_by_side_per_s": round(side, 1), "ratio_side_by_side": round(e2e["rate"] / side, 3),
         "results": e2e["results"],
         "cpu_ms_frame_30fps": round(capped["cpu_ms_per_frame"], 3), "cpu_ms_invoke_paced": round(paced, 3),
         "cpu_ratio_30fps": round(capped["cpu_ms_per_frame"] / paced, 3),
@@ -125,6 +129,8 @@ def show(row: dict[str, Any]) -> None:
     print(f"  raw invoke {row['raw_per_s']:9.1f} /s (runs {row['raw_runs'][0]}, {row['raw_runs'][1]})   "
           f"end to end {row['end_to_end_per_s']:9.1f} /s ({row['results']} results, QoS 1)   "
           f"ratio {row['ratio']:.3f}")
+    print(f"  {os.cpu_count()} single-thread interpreters side by side {row['side_by_side_per_s']:.1f} /s "
+          f"(the daemon's workers' invokes alone): end to end / that {row['ratio_side_by_side']:.3f}")
     print(f"  CPU per frame at 30 fps {row['cpu_ms_frame_30fps']:.3f} ms   invoke alone (paced 30/s) "
           f"{row['cpu_ms_invoke_paced']:.3f} ms   ratio {row['cpu_ratio_30fps']:.3f}")
     print(f"  RSS over {row['run_s']} s ({row['rss_samples']} samples): first {first} MB, max {peak} MB, "

@@ -64,6 +64,38 @@ def raw_rate(model: Path, threads: int, seconds: float) -> tuple[float, float]:
     return count / elapsed, cpu / count * 1000.0
 
 
+def side_by_side_rate(model: Path, interpreters: int, seconds: float) -> float:
+    """Invokes per second of ``interpreters`` single-thread interpreters invoking at once, each in
+    its own thread (the daemon's workers without any of their other work): what the daemon's
+    end-to-end rate could reach at most."""
+    engines = [Engine.open(model, accelerator="cpu", threads=1) for _ in range(interpreters)]
+    try:
+        shape = engines[0].info.input.shape
+        tensor = np.zeros((1, shape[1], shape[2], 3), engines[0].info.input.dtype)
+        for engine in engines:
+            engine.invoke(tensor)
+        counts = [0] * interpreters
+        start = threading.Barrier(interpreters + 1)
+
+        def run(index: int) -> None:
+            start.wait()
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                engines[index].invoke(tensor)
+                counts[index] += 1
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(interpreters)]
+        for thread in threads:
+            thread.start()
+        start.wait()
+        for thread in threads:
+            thread.join()
+    finally:
+        for engine in engines:
+            engine.close()
+    return sum(counts) / seconds
+
+
 def paced_invoke_cpu(model: Path, fps: float, count: int) -> float:
     """CPU milliseconds per invoke when invokes come ``fps`` times a second (cold caches, as
     in the daemon at a frame-rate cap), one single-thread interpreter."""
