@@ -20,7 +20,7 @@ with the reason); none is skipped. Each broker is started once for this module.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import hashlib
 import json
 import shutil
@@ -32,13 +32,14 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import MQTTProtocolVersion
+from support import connections
 from support.broker import Message, Probe
+from support.connections import Acks
 from support.daemon import DaemonProcess, write_config
 from support.peers import PEERS, Peer, start
 from support.testdata import V1_025, image, model
 
 from edge_classifier.config.schema import MqttConfig
-from edge_classifier.publish.connection import MqttConnection
 
 V311 = MQTTProtocolVersion.MQTTv311
 THREADS = 4
@@ -65,31 +66,7 @@ def pictures(tmp_path: Path) -> Path:
     return folder
 
 
-class Acks:
-    """``on_published`` calls counted from paho's thread; ``done`` is set when ``expected`` came."""
-
-    def __init__(self, expected: int) -> None:
-        self.expected, self.count, self.refused = expected, 0, 0
-        self._lock = threading.Lock()
-        self.done = threading.Event()
-
-    def __call__(self, mid: int, refusal: tuple[int, str] | None) -> None:
-        with self._lock:
-            self.count += 1
-            self.refused += refusal is not None
-            if self.count >= self.expected:
-                self.done.set()
-
-
-@contextlib.contextmanager
-def connect(config: MqttConfig, **callbacks: object) -> Iterator[MqttConnection]:
-    connection = MqttConnection(config, status_topic="peerio_status", **callbacks)  # type: ignore[arg-type]
-    connection.start()
-    try:
-        assert connection.connected.wait(15), f"no CONNACK from {config.host}:{config.port}"
-        yield connection
-    finally:
-        connection.close()
+connect = functools.partial(connections.connect, status_topic="peerio_status", timeout=15)
 
 
 def big_payload(n: int) -> bytes:

@@ -11,14 +11,15 @@ plain PUBACK is taken from the read buffer without paho's packet reader, and any
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import hashlib
 import threading
-from collections.abc import Iterator
 
 import paho.mqtt.client as paho
 import pytest
+from support import connections
 from support.broker import Probe
+from support.connections import Acks
 
 from edge_classifier.config.schema import MqttConfig, TlsConfig
 from edge_classifier.publish.connection import MqttConnection
@@ -28,31 +29,7 @@ PER_THREAD = 400
 BIG = 4 * 1024 * 1024  # more than loopback's socket buffer takes at once: a partial write
 
 
-class Acks:
-    """PUBACKs counted from paho's thread; ``wait`` returns when ``expected`` came."""
-
-    def __init__(self, expected: int) -> None:
-        self.expected, self.count, self.refused = expected, 0, 0
-        self._lock = threading.Lock()
-        self.done = threading.Event()
-
-    def __call__(self, mid: int, refusal: tuple[int, str] | None) -> None:
-        with self._lock:
-            self.count += 1
-            self.refused += refusal is not None
-            if self.count >= self.expected:
-                self.done.set()
-
-
-@contextlib.contextmanager
-def connect(config: MqttConfig, **callbacks: object) -> Iterator[MqttConnection]:
-    connection = MqttConnection(config, status_topic="io/status", **callbacks)  # type: ignore[arg-type]
-    connection.start()
-    try:
-        assert connection.connected.wait(10), "no CONNACK from the broker"
-        yield connection
-    finally:
-        connection.close()
+connect = functools.partial(connections.connect, status_topic="io/status", timeout=10)
 
 
 def big_payload(n: int) -> bytes:
