@@ -25,16 +25,14 @@ import hashlib
 import json
 import shutil
 import signal
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import MQTTProtocolVersion
 from support import connections
 from support.broker import Message, Probe
-from support.connections import Acks
+from support.connections import Acks, check_burst_handled_at_once, check_in_order, publish_from_threads
 from support.daemon import DaemonProcess, write_config
 from support.peers import PEERS, Peer, start
 from support.testdata import V1_025, image, model
@@ -80,20 +78,7 @@ def test_publishers_in_many_threads_write_whole_packets_in_order(peer: Peer) -> 
         probe.subscribe("peerio/#")
         config = MqttConfig(host=peer.host, port=peer.port, protocol="3.1.1", client_id=f"peerio-{peer.name}")
         with connect(config, on_published=acks) as connection:
-            go = threading.Barrier(THREADS)
-
-            def publish(worker: int) -> None:
-                go.wait()
-                for seq in range(PER_THREAD):
-                    connection.publish(f"peerio/t{worker}", b"%d" % seq, qos=1)
-                    if worker == 0 and seq in BIG_AT:
-                        connection.publish("peerio/big", big_payload(seq), qos=1)
-
-            threads = [threading.Thread(target=publish, args=(i,), name=f"publisher-{i}") for i in range(THREADS)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(60)
+            publish_from_threads(connection, "peerio", THREADS, PER_THREAD, BIG_AT, big_payload)
             assert acks.done.wait(60), f"{peer.name}: {acks.count} of {acks.expected} publishes acknowledged"
             assert acks.refused == 0
             direct, quick = connection.client.direct_writes, connection.client.quick_acks
@@ -102,70 +87,15 @@ def test_publishers_in_many_threads_write_whole_packets_in_order(peer: Peer) -> 
     # Every PUBACK of these brokers is the plain 4-byte one; a few may be split across two
     # reads (then paho reads them).
     assert quick >= expected * 0.9, f"{peer.name}: {quick} of {expected} PUBACKs taken from the buffer"
-    by_topic: dict[str, list[bytes]] = {}
-    for message in received:
-        by_topic.setdefault(message.topic, []).append(message.payload)
-    for worker in range(THREADS):
-        got = by_topic.get(f"peerio/t{worker}", [])
-        assert got == [b"%d" % seq for seq in range(PER_THREAD)], \
-            f"{peer.name}: thread {worker}'s messages arrived as {first_difference(got)}"
-    assert [hashlib.sha256(p).hexdigest() for p in by_topic.get("peerio/big", [])] == [
-        hashlib.sha256(big_payload(n)).hexdigest() for n in BIG_AT], f"{peer.name}: the big payloads differ"
-
-
-def first_difference(got: list[bytes]) -> str:
-    for seq, payload in enumerate(got):
-        if payload != b"%d" % seq:
-            return f"{len(got)} messages, number {seq} being {payload[:20]!r}"
-    return f"{len(got)} messages, the first {len(got)} right"
+    check_in_order(received, "peerio", THREADS, PER_THREAD, [big_payload(seq) for seq in BIG_AT], f"{peer.name}: ")
 
 
 def test_a_burst_read_at_once_is_handled_at_once(peer: Peer) -> None:
-    # A sender queues 300 small messages at once: the connection's one recv takes many of them,
-    # then its socket is empty. Each must be handled from the buffer, not left there until the
-    # next bytes come (the keepalive's, a minute on). Then, alone, a 1 MB payload, which paho
-    # reads past the buffer, in pieces.
-    count = 300
-    got: list[paho.MQTTMessage] = []
-    first, burst_in, all_in = threading.Event(), threading.Event(), threading.Event()
-
-    def received(message: paho.MQTTMessage) -> None:  # paho's network thread; the events cross
-        got.append(message)
-        first.set()
-        if len(got) == count:
-            burst_in.set()
-        if len(got) == count + 1:
-            all_in.set()
-
+    # Its buffered reads on this broker, then a 1 MB message (see check_burst_handled_at_once).
     config = MqttConfig(host=peer.host, port=peer.port, protocol="3.1.1", keepalive=60,
                         client_id=f"peerin-{peer.name}")
-    with connect(config, on_message=received, subscriptions=("peerin/#",)):
-        sender = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"peerin-sender-{peer.name}",
-                             protocol=paho.MQTTv311)
-        sender.connect(peer.host, peer.port)
-        sender.loop_start()
-        try:
-            # The subscription holds once a message on it comes back (its SUBACK is paho's to see).
-            for _ in range(100):
-                sender.publish("peerin/ready", b"?", qos=1).wait_for_publish(5)
-                if first.wait(0.2):
-                    break
-            assert first.is_set(), f"{peer.name}: the connection never got a message on its subscription"
-            got.clear()
-            for seq in range(count):
-                sender.publish("peerin/burst", b"%d" % seq, qos=0)
-            # Nothing more is sent until all arrived: no later bytes push the rest along.
-            assert burst_in.wait(20), f"{peer.name}: {len(got)} of {count} messages handled"
-            payload = hashlib.sha256(b"seed").digest() * (1024 * 1024 // 32)
-            sender.publish("peerin/big", payload, qos=1).wait_for_publish(20)
-            assert all_in.wait(20), f"{peer.name}: the 1 MB message was not handled"
-        finally:
-            sender.disconnect()
-            sender.loop_stop()
-    burst = [m.payload for m in got if m.topic == "peerin/burst"]
-    assert burst == [b"%d" % seq for seq in range(count)], \
-        f"{peer.name}: the burst arrived as {first_difference(burst)}"
-    assert [m.payload for m in got if m.topic == "peerin/big"] == [payload]
+    check_burst_handled_at_once(connect, config, prefix="peerin", big=1024 * 1024,
+                                sender_id=f"peerin-sender-{peer.name}", label=f"{peer.name}: ")
 
 
 def daemon_config(tmp_path: Path, peer: Peer, pictures: Path, device: str, mqtt: str) -> Path:

@@ -12,65 +12,44 @@ plain PUBACK is taken from the read buffer without paho's packet reader, and any
 from __future__ import annotations
 
 import functools
-import hashlib
 import threading
 
-import paho.mqtt.client as paho
 import pytest
 from support import connections
 from support.broker import Probe
-from support.connections import Acks
+from support.connections import Acks, check_burst_handled_at_once, check_in_order, publish_from_threads
 
 from edge_classifier.config.schema import MqttConfig, TlsConfig
-from edge_classifier.publish.connection import MqttConnection
 
 THREADS = 4
 PER_THREAD = 400
 BIG = 4 * 1024 * 1024  # more than loopback's socket buffer takes at once: a partial write
+BIG_AT = (100, 200, 300)  # the sequence numbers after which thread 0 sends a big payload
 
 
 connect = functools.partial(connections.connect, status_topic="io/status", timeout=10)
 
 
-def big_payload(n: int) -> bytes:
-    return bytes([n]) * BIG
+def big_payload(seq: int) -> bytes:
+    return bytes([seq // 100]) * BIG
 
 
 def test_publishers_in_many_threads_write_whole_packets_in_order(make_broker):
     # Mosquitto queues at most 1000 messages for a subscriber that falls behind and drops the
     # rest: the Python probe did, once, on a loaded machine (all acked, fewer received).
     broker = make_broker(extra=("max_queued_messages 0",))
-    expected = THREADS * PER_THREAD + 3 + 1  # + the big ones + the retained online in close()
-    acks = Acks(THREADS * PER_THREAD + 3)
+    expected = THREADS * PER_THREAD + len(BIG_AT)  # (and the retained offline of close() after)
+    acks = Acks(expected)
     with Probe(broker.host, broker.port) as probe:
         probe.subscribe("io/#")
         with connect(MqttConfig(host=broker.host, port=broker.port), on_published=acks) as connection:
-            start = threading.Barrier(THREADS)
-
-            def publish(connection: MqttConnection, worker: int) -> None:
-                start.wait()
-                for seq in range(PER_THREAD):
-                    connection.publish(f"io/t{worker}", b"%d" % seq, qos=1)
-                    if worker == 0 and seq in (100, 200, 300):
-                        connection.publish("io/big", big_payload(seq // 100), qos=1)
-
-            threads = [threading.Thread(target=publish, args=(connection, i)) for i in range(THREADS)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(60)
+            publish_from_threads(connection, "io", THREADS, PER_THREAD, BIG_AT, big_payload)
             assert acks.done.wait(60), f"{acks.count} of {acks.expected} published"
             assert acks.refused == 0
             direct = connection.client.direct_writes
-        received = probe.collect(expected - 1, timeout=60, topic_filter="io/#")
+        received = probe.collect(expected, timeout=60, topic_filter="io/#")
     assert direct > 0, "no packet was written by its publishing thread"
-    by_topic: dict[str, list[bytes]] = {}
-    for message in received:
-        by_topic.setdefault(message.topic, []).append(message.payload)
-    for worker in range(THREADS):
-        assert by_topic[f"io/t{worker}"] == [b"%d" % seq for seq in range(PER_THREAD)]
-    assert [hashlib.sha256(p).hexdigest() for p in by_topic["io/big"]] == [
-        hashlib.sha256(big_payload(n)).hexdigest() for n in (1, 2, 3)]
+    check_in_order(received, "io", THREADS, PER_THREAD, [big_payload(seq) for seq in BIG_AT])
 
 
 def test_qos0_from_many_threads_is_reported_written_and_keeps_the_connection(broker):
@@ -120,49 +99,10 @@ def test_tls_leaves_the_writing_to_paho(make_broker, tls_files):
 
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])
 def test_a_burst_read_at_once_is_handled_at_once(broker, protocol):
-    # A sender queues 300 small messages at once (paho writes them back to back): the
-    # connection's recv takes many in one piece, then its socket is empty. Each must be handled
-    # from the buffer, not left there until the next bytes come (the keepalive's, a minute on).
-    # Then, alone, a payload of 2 MB, which paho reads in pieces.
-    count = 300
-    got: list[paho.MQTTMessage] = []
-    first, burst_in, all_in = threading.Event(), threading.Event(), threading.Event()
-
-    def received(message: paho.MQTTMessage) -> None:
-        got.append(message)
-        first.set()
-        if len(got) == count:
-            burst_in.set()
-        if len(got) == count + 1:
-            all_in.set()
-
+    # paho writes the sender's 300 messages back to back; then a 2 MB message (see
+    # check_burst_handled_at_once).
     config = MqttConfig(host=broker.host, port=broker.port, protocol=protocol, keepalive=60)
-    with connect(config, on_message=received, subscriptions=("in/#",)):
-        sender = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="io-sender")
-        sender.connect(broker.host, broker.port)
-        sender.loop_start()
-        try:
-            # The connection's subscription holds once a message on it comes back (its SUBACK is
-            # paho's to see): each try waits for that event.
-            for _ in range(100):
-                sender.publish("in/ready", b"?", qos=1).wait_for_publish(5)
-                if first.wait(0.2):
-                    break
-            assert first.is_set(), "the connection never got a message on its subscription"
-            got.clear()
-            for seq in range(count):
-                sender.publish("in/burst", b"%d" % seq, qos=0)
-            # Nothing more is sent until all arrived: no later bytes push the rest along.
-            assert burst_in.wait(20), f"{len(got)} of {count} messages handled"
-            payload = hashlib.sha256(b"seed").digest() * (2 * 1024 * 1024 // 32)
-            sender.publish("in/big", payload, qos=1).wait_for_publish(20)
-            assert all_in.wait(20), "the 2 MB message was not handled"
-        finally:
-            sender.disconnect()
-            sender.loop_stop()
-        burst = [m.payload for m in got if m.topic == "in/burst"]
-        assert burst == [b"%d" % seq for seq in range(count)]
-        assert [m.payload for m in got if m.topic == "in/big"] == [payload]
+    check_burst_handled_at_once(connect, config, prefix="in", big=2 * 1024 * 1024, sender_id="io-sender")
 
 
 @pytest.mark.parametrize(("protocol", "subscribed"), [("3.1.1", True), ("5", True), ("5", False)],
