@@ -49,7 +49,7 @@ def main() -> None:
                 raw, _ = engine.timed_invoke(tensor)
                 invoked = time.thread_time()
                 if "all" in mode:
-                    top = classifier.pick(classifier.scores(raw))
+                    top = classifier.predictions(raw)
                     frame = Frame(picture, False, "bench", 1, time.monotonic(), time.time())
                     encode_result("bench", frame, Classification(top, classifier.info, 1.0, 2.0))
                 done = time.thread_time()

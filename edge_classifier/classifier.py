@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -49,6 +50,20 @@ def resolve_labels(info: ModelInfo, labels_path: str | Path | None) -> tuple[lis
     return labels, origin
 
 
+_QUICK_MAX_HITS = 64  # classes over the threshold beyond which the float path is used
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _QuickPlan:
+    """What ``Classifier.predictions`` needs to pick from raw bytes (made again on reconfigure,
+    and swapped in as one attribute, so a frame sees the old plan or the new one)."""
+
+    passing: np.ndarray  # bool per raw byte value: its score reaches the threshold
+    k: int
+    mask: np.ndarray | None  # the allow/deny filter, bool per class
+    scores: list[float]  # the score of each raw byte value
+
+
 class Classifier:
     """Classifies images with one engine. Not thread-safe: one caller at a time."""
 
@@ -80,6 +95,7 @@ class Classifier:
         out = engine.info.output
         # A frame's scores are one lookup for the usual 8-bit softmax output (see score_table).
         self._score_table = score_table(out.dtype, out.scale, out.zero_point)
+        self._quick = self._quick_plan()
 
     def _build_filter(self, allow: Sequence[str], deny: Sequence[str]) -> LabelFilter:
         try:
@@ -92,6 +108,24 @@ class Classifier:
         classified meanwhile sees either the old or the new value of each)."""
         label_filter = self._build_filter(allow, deny)
         self.top_k, self.threshold, self._filter = top_k, threshold, label_filter
+        self._quick = self._quick_plan()
+
+    def _quick_plan(self) -> _QuickPlan | None:
+        """How ``predictions`` picks straight from an 8-bit softmax output's raw bytes, or None.
+
+        Only the few raw values whose score reaches the threshold can be reported, so they are
+        found with one table lookup and one scan of the raw bytes, and only those are ranked:
+        the 1001-class float scores and their partition are not made at all. Without a
+        threshold (nearly every class passes) there is no plan and ``pick`` does it all.
+        """
+        table = self._score_table
+        if table is None:
+            return None
+        # The same float32-against-threshold comparison top_k makes, value by value.
+        passing = np.array([table[value] >= self.threshold for value in range(256)], dtype=bool)
+        if passing.all():
+            return None
+        return _QuickPlan(passing, max(0, self.top_k), self._filter.mask, table.tolist())
 
     @classmethod
     def configured(cls, engine: EngineLike, labels: Sequence[str], label_source: LabelSource, model: ModelConfig,
@@ -123,8 +157,29 @@ class Classifier:
         return tuple(Prediction(i, self.labels[i], s) for i, s in best)
 
     def predictions(self, raw: np.ndarray) -> tuple[Prediction, ...]:
-        """The reported labels from a raw model output."""
+        """The reported labels from a raw model output (what ``pick(scores(raw))`` gives)."""
+        plan = self._quick
+        if plan is not None and raw.dtype.itemsize == 1:
+            quick = self._pick_raw(raw, plan)
+            if quick is not None:
+                return quick
         return self.pick(self.scores(raw))
+
+    def _pick_raw(self, raw: np.ndarray, plan: _QuickPlan) -> tuple[Prediction, ...] | None:
+        """``pick(scores(raw))`` from the raw bytes; None when too many classes pass the
+        threshold for this to be the quicker way."""
+        values = raw.reshape(-1).view(np.uint8)
+        hits = np.flatnonzero(plan.passing.take(values))
+        if plan.mask is not None:
+            hits = hits[plan.mask.take(hits)]
+        if hits.size > _QUICK_MAX_HITS:
+            return None
+        scores = plan.scores
+        # Best first; ties by the lower class id, as top_k orders them.
+        hit_values = values.take(hits).tolist()
+        ranked = sorted(zip(hit_values, hits.tolist(), strict=True), key=lambda hit: (-scores[hit[0]], hit[1]))
+        labels = self.labels
+        return tuple(Prediction(i, labels[i], scores[value]) for value, i in ranked[:plan.k])
 
     def classify(self, image: np.ndarray, rgb: bool = False) -> Classification:
         start = time.perf_counter()

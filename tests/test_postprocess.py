@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
+from edge_classifier.classifier import Classifier
+from edge_classifier.engine.interpreter import ModelInfo, TensorInfo
 from edge_classifier.postprocess import (
     LabelFilter,
     dequantize,
@@ -80,6 +85,15 @@ def test_top_k_sorted_with_threshold_inclusive():
     assert len(top_k(scores, 100)) == 5
 
 
+def test_top_k_ties_at_the_k_th_place_go_to_the_lower_class_ids():
+    # argpartition alone picks any of the classes tied with the k-th best.
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        scores = rng.choice(np.array([0.0, 0.25, 0.5], np.float32), size=1001)
+        expected = sorted(range(1001), key=lambda i: (-scores[i], i))[:3]
+        assert [i for i, _ in top_k(scores, 3)] == expected
+
+
 def test_allow_and_deny_lists_filter_before_top_k():
     labels = ["background", "cat", "dog", "car"]
     scores = np.array([0.4, 0.3, 0.2, 0.1], np.float32)
@@ -94,3 +108,47 @@ def test_allow_and_deny_lists_filter_before_top_k():
 def test_unknown_filter_labels_are_named():
     with pytest.raises(ValueError, match="'cow'"):
         LabelFilter.build(["cat"], allow=["cow"])
+
+
+def _classifier_for_output(dtype: type, zero_point: int, classes: int, **options: object) -> Classifier:
+    """A Classifier over an 8-bit softmax output of ``classes`` (no interpreter: only its
+    postprocessing is used)."""
+    tensor = TensorInfo((1, 8, 8, 3), np.uint8, 1 / 128, 128)
+    info = ModelInfo("stub", Path("stub.tflite"), "0" * 64, "cpu", Path("stub.tflite"), None, "none",
+                     tensor, TensorInfo((1, classes), dtype, 1 / 256, zero_point), 1)
+    engine = SimpleNamespace(info=info)
+    return Classifier(engine, [f"class {i}" for i in range(classes)], **options)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("dtype, zero_point", [(np.uint8, 0), (np.int8, -128)])
+def test_predictions_from_raw_bytes_are_what_the_float_scores_give(dtype, zero_point):
+    # predictions() picks straight from the raw bytes when a threshold leaves few classes;
+    # it must give exactly pick(scores(raw)): same classes, order (ties by id) and scores.
+    rng = np.random.default_rng(15)
+    labels = [f"class {i}" for i in range(1001)]
+    quick_used = 0
+    for threshold, k, allow, deny in [(0.1, 3, (), ()), (0.01, 5, (), ()), (0.5, 1, (), ()), (0.1, 0, (), ()),
+                                      (0.05, 10, (), ("class 7",)), (0.02, 3, tuple(labels[:500]), ()),
+                                      (0.0, 3, (), ()), (0.001, 3, (), ())]:
+        classifier = _classifier_for_output(dtype, zero_point, 1001, top_k=k, threshold=threshold,
+                                            allow=allow, deny=deny)
+        quick_used += classifier._quick is not None
+        for case in range(60):
+            raw = rng.integers(0, 3, 1001, dtype=np.uint8)  # mostly near zero, as a softmax is
+            hot = rng.choice(1001, size=int(rng.integers(0, 8)), replace=False)
+            raw[hot] = rng.integers(0, 256, hot.size, dtype=np.uint8)
+            raw[rng.choice(hot, size=min(2, hot.size), replace=False)] = 200  # ties
+            raw[7] = 255 if case % 2 else raw[7]
+            output = (raw.astype(np.int16) + zero_point).astype(dtype).reshape(1, 1001)
+            expected = classifier.pick(classifier.scores(output))
+            assert classifier.predictions(output) == expected, (threshold, k, allow, deny, case)
+    assert quick_used == 7  # every case but threshold 0 took the raw-byte path
+
+
+def test_predictions_follow_a_reconfigured_threshold():
+    classifier = _classifier_for_output(np.uint8, 0, 10, top_k=3, threshold=0.5)
+    raw = np.array([[0, 100, 200, 0, 0, 0, 0, 0, 120, 0]], np.uint8)
+    assert [p.id for p in classifier.predictions(raw)] == [2]
+    classifier.reconfigure(top_k=2, threshold=0.3, allow=(), deny=("class 2",))
+    assert [p.id for p in classifier.predictions(raw)] == [8, 1]
+    assert classifier.predictions(raw) == classifier.pick(classifier.scores(raw))

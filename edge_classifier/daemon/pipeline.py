@@ -414,8 +414,9 @@ class Pipeline:
         """Scores, top-k and the stage after the model for one invoked frame."""
         smoothing = self._reorder.window is not None
         try:
-            scores = classifier.scores(raw)
-            top = classifier.pick(scores)
+            # Smoothing averages every class's score; otherwise only the reported ones are made.
+            scores = classifier.scores(raw) if smoothing else None
+            top = classifier.pick(scores) if scores is not None else classifier.predictions(raw)
         except Exception as exc:
             return self._failed(seq, frame, classifier, exc)
         classification = Classification(top, classifier.info, inference_ms, 0.0)
@@ -429,7 +430,7 @@ class Pipeline:
                 return Outcome(seq, frame, None, f"{type(exc).__name__}: {exc}", classifier=classifier)
         total_ms = (time.perf_counter() - start) * 1000.0
         classification = dataclasses.replace(classification, total_ms=total_ms)
-        return Outcome(seq, frame, classification, scores=scores if smoothing else None, classifier=classifier)
+        return Outcome(seq, frame, classification, scores=scores, classifier=classifier)
 
     def _failed(self, seq: int, frame: Frame, classifier: Classifier, exc: Exception) -> Outcome:
         self.failed += 1

@@ -116,5 +116,8 @@ def top_k(
     if k <= 0:
         return []
     best = np.argpartition(-candidates, k - 1)[:k]
+    edge = candidates[best].min()
+    if edge == edge:  # (not NaN) the partition picks any of the classes tied with the k-th: take the lowest ids
+        best = np.concatenate((np.flatnonzero(candidates > edge), np.flatnonzero(candidates == edge)))[:k]
     ordered = sorted(best.tolist(), key=lambda i: (-candidates[i], i))
     return [(i, float(scores[i])) for i in ordered if candidates[i] >= threshold]
