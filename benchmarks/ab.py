@@ -42,7 +42,7 @@ def main() -> None:
             for tree in args.trees:
                 throughput.REPO = tree.resolve()  # run_daemon starts `python -m edge_classifier` there
                 frames = args.frames if args.fps == 0 else args.capped_frames
-                result = throughput.run_daemon(work, args.model, port, frames, args.fps, cores, counter)
+                result = throughput.run_daemon(work, args.model, port, frames, args.fps, cores, counter, split=True)
                 row = {"rate": result["rate"], "ratio": result["rate"] / raw, "cpu_ms": result["cpu_ms_per_frame"]}
                 runs[tree].append(row)
                 print(f"round {round_} {tree!s:24s} raw {raw:8.1f} /s  end to end {row['rate']:8.1f} /s  "

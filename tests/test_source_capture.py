@@ -122,6 +122,19 @@ def test_non_live_delivers_every_frame_in_order() -> None:
     assert capture.frames == 40
 
 
+def test_a_capped_file_frame_is_read_when_due_so_its_stamp_is_fresh() -> None:
+    # A file frame waits for its turn and is read then: stamped at the read, it reaches the
+    # consumer at once, not a whole period after its stamp (ts and latency_ms.total).
+    source = CountingSource(live=False, limit=6)
+    stamps, lags = [], []
+    with Capture(source, fps=5) as capture:
+        while (frame := capture.get(timeout=5)) is not None:
+            lags.append(time.monotonic() - frame.captured)
+            stamps.append(frame.captured)
+    assert [b - a >= 0.19 for a, b in itertools.pairwise(stamps)] == [True] * 5  # 5 fps apart
+    assert max(lags) < 0.1, lags  # a period is 0.2 s
+
+
 def test_stop_is_prompt_while_source_blocks() -> None:
     source = BlockingSource()
     capture = Capture(source, join_timeout=0.2).start()

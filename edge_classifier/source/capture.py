@@ -1,7 +1,7 @@
 """The capture loop: runs a :class:`~edge_classifier.source.base.Source` in its own
 thread and hands frames to the pipeline.
 
-Per frame: read, fps cap, rotate/flip/roi, hand over. Live sources go through a
+Per frame: read and fps cap (for a file, the other way round), rotate/flip/roi, hand over. Live sources go through a
 latest-frame-wins slot (a slow consumer sees fresh frames and the overwritten ones
 are counted in ``dropped``); files go through a small blocking queue (backpressure,
 nothing dropped). See ``handoff.py``.
@@ -9,7 +9,7 @@ nothing dropped). See ``handoff.py``.
 The fps cap differs by kind for the same reason: a live source keeps being read
 and frames that come before the next one is due are discarded (``skipped``), so the
 frame that is delivered is fresh rather than one that sat in a driver or TCP
-buffer; a file source instead waits until the next frame is due.
+buffer; a file source instead waits until the next frame is due, then reads it.
 
 Failures: a ``SourceError`` from ``open`` or ``read`` closes the source, reports
 ``source_lost`` once, and the source is reopened after a backoff that starts at
@@ -201,6 +201,10 @@ class Capture:
         last_frame_at: float | None = None  # downtime counts from here: a stall is noticed late
         attempts = 0
         while not self._stop.is_set():
+            # A file frame waits for its turn under the fps cap before it is read, so it is
+            # stamped (ts, latency_ms.total) when it is due and needs no second stamp.
+            if not source.live and not self._wait_turn():
+                return
             try:
                 if not is_open:
                     source.open()
@@ -245,13 +249,9 @@ class Capture:
                 self._emit("source_back", {"source": source.name, "downtime_s": round(downtime, 3),
                                            "attempts": attempts})
                 lost_since, attempts = None, 0
-            paced = self._pace(source.live)
-            if paced is None:
+            if source.live and self._skip_live():
                 continue
-            if paced and not source.live:
-                # A file frame waited for its turn under the fps cap: it is "captured" now,
-                # so ts and latency_ms.total do not count the pacing wait.
-                frame = dataclasses.replace(frame, captured=time.monotonic(), timestamp=time.time())
+            self._limiter.mark(time.monotonic())
             try:
                 frame = self._transform(frame)
             except ConfigError as exc:
@@ -273,18 +273,17 @@ class Capture:
         self.dropped += 1
         self.tally.count(frame.source, "dropped")
 
-    def _pace(self, live: bool) -> bool | None:
-        """Apply the fps cap: None means discard this (live) frame (or stop), else whether it
-        waited for its turn (a file frame is stamped again then)."""
+    def _skip_live(self) -> bool:
+        """The fps cap for a live source: True to discard this frame (it came before its turn)."""
+        if self._limiter.wait(time.monotonic()) > 0:
+            self.skipped += 1
+            return True
+        return False
+
+    def _wait_turn(self) -> bool:
+        """The fps cap for a file source: wait until the next frame is due; False when stopped."""
         wait = self._limiter.wait(time.monotonic())
-        if wait > 0:
-            if live:
-                self.skipped += 1
-                return None
-            if self._stop.wait(wait):
-                return None
-        self._limiter.mark(time.monotonic())
-        return wait > 0
+        return wait <= 0 or not self._stop.wait(wait)
 
     def _transform(self, frame: Frame) -> Frame:
         self.last_camera = frame
