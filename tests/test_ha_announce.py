@@ -86,7 +86,9 @@ def test_a_corrupt_file_is_no_memory_not_a_crash(tmp_path: Path) -> None:
 
 
 def test_an_unwritable_store_is_a_warning_and_discovery_still_goes_out(tmp_path: Path, caplog) -> None:
-    state = tmp_path / "missing-dir" / "homeassistant.json"
+    blocker = tmp_path / "models"  # a file where the store's folder should be: no folder can be made
+    blocker.write_text("not a folder")
+    state = blocker / "homeassistant.json"
     first = announcer(state)
     assert (DEVICE_TOPIC, "config") in sent(first.messages("m", "1"))
     assert (DEVICE_TOPIC, "config") in sent(first.messages("m", "1"))

@@ -412,6 +412,14 @@ def test_state_file_round_trip_is_atomic(store):
     assert names(store) == ["state.json"]  # no temporary file left behind
 
 
+def test_state_is_saved_into_a_store_folder_that_does_not_exist_yet(tmp_path):
+    # model.dir names a folder nothing has made yet: what the daemon remembers (the active
+    # model, what Home Assistant was told) must not be lost for want of it.
+    state = StateFile(tmp_path / "new" / "models" / "homeassistant.json")
+    state.save({"announced": {"device_id": "cam"}})
+    assert StateFile(tmp_path / "new" / "models" / "homeassistant.json").load() == {"announced": {"device_id": "cam"}}
+
+
 @pytest.mark.parametrize("content", [b'{"model": {"path": "x"', b"[1, 2]", b"\xff\xfe\x00"])
 def test_a_corrupt_state_file_is_an_empty_state_with_a_warning(store, caplog, content):
     state_path(store).write_bytes(content)

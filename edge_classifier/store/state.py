@@ -67,6 +67,8 @@ class StateFile:
         except (TypeError, ValueError) as exc:
             raise StoreError(f"{self.path}: state cannot be saved as JSON: {exc}") from exc
         try:
+            # The store's folder is made on demand, as a download makes it (model.dir may be new).
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(self.path, data)
         except OSError as exc:
             raise StoreError(f"{self.path}: cannot save state: {exc.strerror or exc}") from exc
