@@ -1,10 +1,10 @@
 """The capture loop: runs a :class:`~edge_classifier.source.base.Source` in its own
 thread and hands frames to the pipeline.
 
-Per frame: read and fps cap (for a file, the other way round), rotate/flip/roi, hand over. Live sources go through a
-latest-frame-wins slot (a slow consumer sees fresh frames and the overwritten ones
-are counted in ``dropped``); files go through a small blocking queue (backpressure,
-nothing dropped). See ``handoff.py``.
+Per frame: read and fps cap (for a file, the other way round), rotate/flip/roi, hand
+over. Live sources go through a latest-frame-wins slot (a slow consumer sees fresh
+frames and the overwritten ones are counted in ``dropped``); files go through a small
+blocking queue (backpressure, nothing dropped). See ``handoff.py``.
 
 The fps cap differs by kind for the same reason: a live source keeps being read
 and frames that come before the next one is due are discarded (``skipped``), so the
