@@ -281,12 +281,14 @@ qos = {qos}
             split_rows.append({"thread": names.get(tid, f"tid {tid}"), "cpu_us": round(per[0] * 1e6, 1),
                                "voluntary": round(per[1], 2), "involuntary": round(per[2], 2)})
     if split:
-        # Every thread ran through both samples (the daemon had frames to go): the sum of their
-        # nanosecond counts is the process's CPU, without stat's 10 ms ticks.
-        cpu_first = sum(first[0] for first in threads_first.values())
-        cpu_last = sum(last[0] for last in threads_last.values())
+        # The daemon had frames to go, so its threads ran through both samples: the sum of their
+        # nanosecond counts between the two is the process's CPU, without stat's 10 ms ticks (a
+        # thread that began meanwhile counts from 0; one that ended meanwhile is not subtracted).
+        cpu = sum(last[0] - threads_first.get(tid, (0.0, 0, 0))[0] for tid, last in threads_last.items())
+    else:
+        cpu = cpu_last - cpu_first
     return {"rate": rate, "results": len(times), "threads": split_rows,
-            "cpu_ms_per_frame": (cpu_last - cpu_first) / (len(times) - 1) * 1000.0,
+            "cpu_ms_per_frame": cpu / (len(times) - 1) * 1000.0,
             "child_cpu_ms_per_frame": (child_last - child_first) / (len(times) - 1) * 1000.0, "peak_rss_mb": peak,
             "rss_first_mb": rss_first, "rss_last_mb": rss_last, "rss_samples_mb": samples}
 
