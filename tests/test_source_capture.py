@@ -147,6 +147,19 @@ def test_stop_is_prompt_while_source_blocks() -> None:
     capture.close()
 
 
+def test_stop_is_prompt_while_a_file_frame_waits_for_its_turn() -> None:
+    # At 0.2 fps the next file frame is due in 5 s; stop() must not wait for it.
+    source = CountingSource(live=False)
+    capture = Capture(source, fps=0.2).start()
+    assert capture.get(timeout=5) is not None  # the first frame; the second waits its turn
+    started = time.monotonic()
+    capture.close()
+    assert capture.ended.wait(2)
+    assert time.monotonic() - started < 1.0
+    assert source.produced == 1
+    capture.close()  # idempotent: the stop gate is released once
+
+
 def test_stop_is_prompt_while_backing_off() -> None:
     lost = threading.Event()
     source = FailingSource(SourceError("camera unplugged"))

@@ -8,7 +8,10 @@ one frame overlaps the inference of the previous one.
 Threads and crossings:
 
 - ``infer-0`` .. ``infer-{n-1}``: each takes the next frame from the capture (under a lock,
-  which also numbers it), prepares, invokes and postprocesses it with its own engine;
+  which also numbers it), prepares, invokes and postprocesses it with its own engine. An idle
+  worker sleeps outside the lock until a frame is there, and a frame wakes the lowest-numbered
+  idle worker: while worker 0 keeps up (a camera at a frame-rate cap) it takes every frame and
+  the others sleep; frames that come faster go to every worker;
 - the reorder buffer hands finished results to ``emit`` strictly in frame order; ``emit``
   runs in whichever worker completes the next due frame, so it must be quick and
   non-blocking (the publisher enqueues, or publishes inline when it is idle, never waiting).
@@ -230,6 +233,7 @@ class Pipeline:
         """Take frames from ``capture`` from now on; returns the previous one (to close)."""
         with self._take_lock:
             old, self.capture = self.capture, capture
+        old.wake_consumers()  # workers asleep on the old one look at the new one now
         return old
 
     def set_smoothing(self, frames: int) -> None:
@@ -249,6 +253,7 @@ class Pipeline:
     def stop(self) -> None:
         """Take no more frames; frames in flight still finish and are emitted."""
         self._stop.set()
+        self.capture.wake_consumers()  # idle workers sleep up to a second (see _take)
 
     def join(self, timeout: float) -> bool:
         """Wait for the workers to end; True when they all did within ``timeout``."""
@@ -272,8 +277,20 @@ class Pipeline:
             if capture.get(timeout=0.1) is None and capture.ended.is_set():
                 return False
             return None
+        if wait:
+            if self._taking_ended():
+                return False
+            # An idle worker sleeps outside the take lock until a frame is there; of several idle
+            # workers a frame wakes the lowest-numbered (its rank), so while worker 0 keeps up it
+            # takes every frame and the others sleep (see Handoff.wait_frame).
+            # Worker 0 looks again every 0.1 s (stop, pause, the end of the frames, as before);
+            # the others, which sleep while it keeps up, once a second, so that an idle worker
+            # does not wake 10 times a second for nothing: stop() and every worker's end wake
+            # them at once (capture.wake_consumers).
+            # Crossing: woken by the capture thread's hand-over.
+            self.capture.wait_frame(0.1 if worker == 0 else 1.0, rank=worker)
         # Without waiting, the lock must not be waited for either: another worker may hold it
-        # for up to 0.1 s in capture.get while this one has a finished frame to collect.
+        # while this one has a finished frame to collect.
         if not self._take_lock.acquire(blocking=wait):
             return None
         try:
@@ -281,8 +298,9 @@ class Pipeline:
                 return False
             if worker >= self._sets.fewest_classifiers:
                 return None  # the sets changed while this worker waited for the lock
-            # Crossing: frames come from the capture thread.
-            frame = self.capture.get(timeout=0.1 if wait else 0.0)
+            # Crossing: frames come from the capture thread (there already, or taken by another
+            # worker meanwhile: then this one goes back to waiting).
+            frame = self.capture.get(timeout=0.0)
             if frame is None:
                 return False if self.capture.ended.is_set() and wait else None
             if self._paused.is_set():
@@ -335,6 +353,9 @@ class Pipeline:
                 self._alive -= 1
                 if self._alive == 0:
                     self.finished.set()
+            # Whatever ended this worker (the frame limit, the end of the frames) ends the others:
+            # wake those asleep on the capture to see it now rather than at their next look.
+            self.capture.wake_consumers()
 
     def _submit(self, seq: int, frame: Frame, models: ModelSet, index: int) -> _InFlight | None:
         """Prepare ``frame`` and hand it to this worker's overlapping engine; None when the frame

@@ -134,6 +134,15 @@ class Capture:
         # Crossing: frames come from the capture thread through the handoff.
         return self._handoff.get(timeout)
 
+    def wait_frame(self, timeout: float, rank: int = 0) -> bool:
+        """Wait (at most ``timeout``) until a frame is there for ``get``; of several consumers
+        waiting, a frame wakes the lowest ``rank`` (see ``Handoff.wait_frame``)."""
+        return self._handoff.wait_frame(timeout, rank)
+
+    def wake_consumers(self) -> None:
+        """Wake the consumers waiting in ``wait_frame`` (a stop or an end to look at)."""
+        self._handoff.wake()
+
     @property
     def intake(self) -> Intake:
         """What the watchdog needs: frames taken by the consumer and when it last asked."""

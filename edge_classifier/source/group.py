@@ -102,6 +102,15 @@ class CaptureGroup:
         # Crossing: frames come from every capture thread through the shared handoff.
         return self.handoff.get(timeout)
 
+    def wait_frame(self, timeout: float, rank: int = 0) -> bool:
+        """Wait (at most ``timeout``) until any camera's frame is there for ``get``; of several
+        consumers waiting, a frame wakes the lowest ``rank`` (see ``Handoff.wait_frame``)."""
+        return self.handoff.wait_frame(timeout, rank)
+
+    def wake_consumers(self) -> None:
+        """Wake the consumers waiting in ``wait_frame`` (a stop or an end to look at)."""
+        self.handoff.wake()
+
     @property
     def intake(self) -> Intake:
         """What the watchdog needs: frames taken by the pipeline and when it last asked."""

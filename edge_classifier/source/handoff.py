@@ -22,14 +22,23 @@ A lane exists only while it holds frames, so the handoff is bounded by the numbe
 cameras with a frame waiting. Several captures may share one handoff (``put`` takes
 the policy per call). All sides meet on one ``threading.Condition``; ``close`` wakes
 everyone and makes ``get`` return None once the remaining frames are taken.
+
+Several consumers (the pipeline's workers) wait for a frame with ``wait_frame``, each with a
+rank: a new frame wakes only the waiting consumer of the lowest rank, not all of them and not
+the one that has waited longest. While worker 0 keeps up with the camera it takes every frame:
+its interpreter stays warm in the caches and the other workers sleep until frames come faster
+than one worker can take them (with the take lock as the queue, workers took frames in turn,
+and each frame also woke the next worker to wait under the lock).
 """
 
 from __future__ import annotations
 
+import _thread
 import collections
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from edge_classifier.service.watchdog import Intake
 from edge_classifier.source.base import Frame
@@ -59,6 +68,8 @@ class Handoff:
         self._polled: float | None = None  # when the consumer last asked for a frame
         self._cond = threading.Condition()
         self._closed = False
+        # Consumers sleeping in wait_frame: [rank, lock it blocks on], lowest rank first.
+        self._sleepers: list[list[Any]] = []
 
     def put(self, frame: Frame, stop: threading.Event, *, overwrite: bool | None = None,
             on_drop: Callable[[Frame], None] | None = None) -> bool:
@@ -90,8 +101,11 @@ class Handoff:
             if lane is None:
                 lane = self._lanes[frame.source] = collections.deque()
             lane.append(frame)
-            # Crossing: wake the consumer thread waiting in get().
+            # Crossing: wake the consumer thread waiting in get(), and of those waiting in
+            # wait_frame the one of the lowest rank (one frame, one consumer).
             self._cond.notify_all()
+            if self._sleepers:
+                self._sleepers.pop(0)[1].release()
         callback = on_drop or self._on_drop
         if dropped is not None and callback is not None:
             callback(dropped)
@@ -132,6 +146,36 @@ class Handoff:
                 self._cond.notify_all()
             return frame
 
+    def wait_frame(self, timeout: float, rank: int = 0) -> bool:
+        """Wait until a frame is there to take (True) or ``timeout`` passes (False); at once when
+        closed. Takes nothing: the caller takes with ``get``, and another consumer may have taken
+        the frame first. Of the consumers waiting here, each new frame wakes the one of the lowest
+        ``rank`` (see the module's docstring)."""
+        self._polled = time.monotonic()
+        with self._cond:
+            if self._lanes or self._closed:
+                return bool(self._lanes)
+            blocker = _thread.allocate_lock()
+            blocker.acquire()
+            sleeper = [rank, blocker]
+            self._sleepers.append(sleeper)
+            self._sleepers.sort(key=lambda entry: entry[0])  # stable: equal ranks in arrival order
+        # Crossing: released by put (a frame for this rank) or close.
+        blocker.acquire(True, timeout)
+        with self._cond:
+            # Timed out and not chosen since: no longer waiting. (Chosen by a put just as the
+            # wait timed out: it is gone from the list already, and the frame is there.)
+            self._sleepers[:] = [entry for entry in self._sleepers if entry is not sleeper]
+            return bool(self._lanes)
+
+    def wake(self) -> None:
+        """Wake every consumer waiting in ``wait_frame`` (to look at something other than frames:
+        a stop, the end of the frames); each returns whether a frame is there."""
+        with self._cond:
+            for _, blocker in self._sleepers:
+                blocker.release()
+            self._sleepers.clear()
+
     @property
     def intake(self) -> Intake:
         """What the watchdog needs: frames taken by the consumer and when it last asked."""
@@ -150,3 +194,4 @@ class Handoff:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        self.wake()
