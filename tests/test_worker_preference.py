@@ -218,7 +218,7 @@ def test_stop_and_the_frame_limit_end_a_sleeping_worker_at_once(picture: np.ndar
         started = time.monotonic()
         run.pipeline.stop()
         assert run.pipeline.join(10)
-        assert time.monotonic() - started < 0.5, "stop waited for an idle worker's next look"
+        assert time.monotonic() - started < 0.7, "stop waited for an idle worker's next look"
 
     limited = Run(engines, max_frames=1)
     with limited.capture:
@@ -228,5 +228,5 @@ def test_stop_and_the_frame_limit_end_a_sleeping_worker_at_once(picture: np.ndar
         limited.wait_emitted(1)
         started = time.monotonic()
         assert limited.pipeline.join(10)
-        assert time.monotonic() - started < 0.5, "the frame limit waited for an idle worker's next look"
+        assert time.monotonic() - started < 0.7, "the frame limit waited for an idle worker's next look"
     assert limited.by_worker == {1: 0}
