@@ -101,9 +101,14 @@ class OpenCVSource:
             raise SourceError(f"video file {self.target} does not exist")
         params: list[int] = []
         if self.kind in ("stream", "file"):
-            # The timeouts bound FFmpeg's blocking network calls (connect, read).
+            # The timeouts bound FFmpeg's blocking network calls (connect, read). A live stream's
+            # reads are timed by the stall guard (below); FFmpeg's own read timeout is then one
+            # second longer and only bounds how long an abandoned read lingers. At the same
+            # length the two raced, and a silent stream was sometimes reported as FFmpeg's bare
+            # "cannot read a frame" instead of a stall naming source.stall_timeout.
+            read_timeout = self.read_timeout + 1.0 if self.live else self.read_timeout
             params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.open_timeout * 1000),
-                      cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.read_timeout * 1000)]
+                      cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read_timeout * 1000)]
             cap = cv2.VideoCapture(str(self.target), cv2.CAP_FFMPEG, params)
         else:
             cap = cv2.VideoCapture(self.target, cv2.CAP_ANY)
