@@ -10,8 +10,8 @@ MobileNetV2):
    against as many single-thread interpreters invoking side by side as the daemon has workers
    (what its own interpreters do with nothing else);
 2. CPU time per frame of the whole daemon with the source capped at 30 fps, against one
-   invoke paced at 30/s (before and after the daemon's run, averaged; ``capped.py`` gives the
-   spread over alternating rounds);
+   invoke paced at 30/s (before and after the daemon's run, averaged; ``ab.py --fps 30`` gives
+   the spread over alternating rounds);
 3. RSS sampled every half second over the long end-to-end run: first, max, last (and the
    demo model on the demo images, the same way);
 4. each thread's CPU and context switches a result, in both daemon runs (thread names from
@@ -140,7 +140,7 @@ def show(row: dict[str, Any]) -> None:
     print(f"  CPU per frame at 30 fps {row['cpu_ms_frame_30fps']:.3f} ms   invoke alone (paced 30/s) "
           f"{row['cpu_ms_invoke_paced']:.3f} ms (runs {row['cpu_ms_invoke_paced_runs'][0]}, "
           f"{row['cpu_ms_invoke_paced_runs'][1]})   ratio {row['cpu_ratio_30fps']:.3f} "
-          "(benchmarks/capped.py gives its spread)")
+          "(benchmarks/ab.py --fps 30 gives its spread)")
     print(f"  RSS over {row['run_s']} s ({row['rss_samples']} samples): first {first} MB, max {peak} MB, "
           f"last {last} MB")
     for key, title in (("threads_full_rate", "full rate"), ("threads_30fps", "30 fps")):
